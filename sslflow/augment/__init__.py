@@ -1,0 +1,1 @@
+"""One augmentation spec, two backends (DALI, torchvision v2), and the view makers of each method."""

@@ -1,0 +1,80 @@
+"""`sslflow <command> [--params FILE] [-S key=value ...] [command options]`.
+
+Each command lives in its own module, imported only when it runs (torch and DALI
+are slow to import). A command module provides ``run(params, **options)`` and,
+when it takes options, ``add_arguments(parser)``. Bad input raises
+:class:`~sslflow.errors.UserError`, printed here as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from types import ModuleType
+
+from sslflow.errors import EXIT_USER_ERROR, UserError
+
+# command words -> module with run(params, **options)
+COMMANDS: dict[tuple[str, ...], str] = {
+    ("shard",): "sslflow.stages.shard",
+    ("pretrain",): "sslflow.stages.pretrain",
+    ("extract",): "sslflow.stages.extract",
+    ("linear",): "sslflow.stages.linear",
+    ("lowlabel",): "sslflow.stages.lowlabel",
+    ("report",): "sslflow.stages.report",
+    ("augment", "preview"): "sslflow.augment.preview",
+    ("bench", "loader"): "sslflow.bench.loader",
+    ("bench", "pretrain"): "sslflow.bench.pretrain",
+    ("flow", "pipeline"): "sslflow.flows",
+    ("flow", "sweep"): "sslflow.flows",
+}
+COMMON_OPTIONS = ("params", "set")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    words = _match_command(argv)
+    if words is None:
+        _usage()
+        return EXIT_USER_ERROR
+    prog = "sslflow " + " ".join(words)
+    try:
+        module = importlib.import_module(COMMANDS[words])
+        options = _parse(module, prog, words, argv[len(words):])
+        from sslflow.params import load_params
+
+        params = load_params(options.pop("params"), options.pop("set"))
+        runner = getattr(module, "run_" + words[-1]) if words[0] == "flow" else module.run
+        runner(params, **options)
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _parse(module: ModuleType, prog: str, words: tuple[str, ...], rest: list[str]) -> dict:
+    parser = argparse.ArgumentParser(prog=prog, description=(module.__doc__ or "").strip().splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument(
+        "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a param, as `dvc exp run -S`"
+    )
+    adder = getattr(module, f"add_arguments_{words[-1]}" if words[0] == "flow" else "add_arguments", None)
+    if adder is not None:
+        adder(parser)
+    return vars(parser.parse_args(rest))
+
+
+def _match_command(argv: list[str]) -> tuple[str, ...] | None:
+    for words in sorted(COMMANDS, key=len, reverse=True):
+        if tuple(argv[: len(words)]) == words:
+            return words
+    return None
+
+
+def _usage() -> None:
+    names = "\n".join("  sslflow " + " ".join(w) for w in COMMANDS)
+    print(f"usage: sslflow <command> [--params FILE] [-S key=value ...]\n\ncommands:\n{names}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Sources (mnist-idx, imagefolder, imagenet) -> WebDataset shards, DALI indexes, manifest, label subsets."""

@@ -1,0 +1,1 @@
+"""Frozen features, linear probes, low-label classifiers, controls."""

@@ -1,0 +1,1 @@
+"""Backbones (torchvision ResNets, width multiplier, small-image stem) and MLP heads."""
