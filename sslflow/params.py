@@ -18,6 +18,7 @@ from sslflow.augment.spec import AugmentCfg
 from sslflow.data.config import DataCfg
 from sslflow.errors import UserError
 from sslflow.eval.config import EvalCfg
+from sslflow.launch import LaunchCfg
 from sslflow.models.config import ModelCfg
 from sslflow.section import Section
 from sslflow.train.config import PretrainCfg, TrainCfg
@@ -33,6 +34,7 @@ class Params(Section):
     train: TrainCfg = TrainCfg()
     pretrain: PretrainCfg = PretrainCfg()
     eval: EvalCfg = EvalCfg()
+    launch: LaunchCfg = LaunchCfg()
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS, overrides: Iterable[str] = ()) -> Params:

@@ -1,0 +1,277 @@
+"""Prefect flows over the DVC pipeline: `sslflow flow pipeline` and `sslflow flow sweep`.
+
+DVC stays the definition of the stages and the keeper of their cache; Prefect
+decides where and when they run. The `pipeline` flow reads the stage graph from
+dvc.yaml, asks DVC whether each stage is up to date, runs the stage's own
+command (the same `sslflow <stage>` that `dvc repro` runs) when it is not, and
+records the result with `dvc commit`, so a flow and `dvc repro` never redo each
+other's work. The `sweep` flow queues one DVC experiment per grid point and
+gathers them with `dvc exp show`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from sslflow.errors import EXIT_USER_ERROR, UserError
+from sslflow.launch import stage_command
+from sslflow.params import Params
+
+# DVC takes a repository lock for status and commit; calls from concurrent tasks queue here.
+_DVC_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # DVC's address: "shard", "pretrain@simclr", ...
+    cmd: str
+    upstream: tuple[str, ...]
+
+
+class StageFailed(RuntimeError):
+    """A stage command exited non-zero; the message is the stage's own last error line."""
+
+    def __init__(self, stage: str, returncode: int, tail: str):
+        super().__init__(f"{stage}: {tail}" if tail else f"{stage}: exited with {returncode}")
+        self.returncode = returncode
+
+
+def stage_graph(root: Path | str = ".") -> list[Stage]:
+    """The stages of dvc.yaml in a topological order, with their upstream stages."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph
+        stages = {
+            s.addressing: Stage(s.addressing, s.cmd, tuple(sorted(u.addressing for u in graph.successors(s))))
+            for s in graph.nodes
+            if s.cmd
+        }
+    return _topological(stages)
+
+
+def _topological(stages: dict[str, Stage]) -> list[Stage]:
+    ordered, done = [], set()
+    pending = deque(sorted(stages))
+    while pending:
+        name = pending.popleft()
+        if all(u in done or u not in stages for u in stages[name].upstream):
+            ordered.append(stages[name])
+            done.add(name)
+        else:
+            pending.append(name)
+    return ordered
+
+
+def _dvc(*args: str) -> subprocess.CompletedProcess:
+    with _DVC_LOCK:
+        return subprocess.run(["dvc", *args], capture_output=True, text=True)
+
+
+def is_up_to_date(stage: str) -> bool:
+    """DVC's own answer: the stage's deps, params and outs match dvc.lock."""
+    proc = _dvc("status", "--json", stage)
+    if proc.returncode != 0:
+        raise UserError(f"dvc status {stage}: {proc.stderr.strip().splitlines()[-1] if proc.stderr else 'failed'}")
+    return json.loads(proc.stdout or "{}") == {}
+
+
+def _not_bad_input(task, task_run, state) -> bool:
+    """Retry crashes and flaky failures, never bad input: it fails the same way every time."""
+    try:
+        state.result()
+    except StageFailed as exc:
+        return exc.returncode != EXIT_USER_ERROR
+    except Exception:
+        return True
+    return False
+
+
+@task(task_run_name="{stage.name}", retry_condition_fn=_not_bad_input)
+def run_stage(stage: Stage, params: Params) -> str:
+    """Skip an up-to-date stage; otherwise run its command, forward its log, and record it in dvc.lock."""
+    logger = get_run_logger()
+    if is_up_to_date(stage.name):
+        logger.info("%s is up to date; skipped", stage.name)
+        return "skipped"
+    cmd = stage_command(stage.cmd, params.launch)
+    logger.info("running %s: %s", stage.name, cmd)
+    tail: deque[str] = deque(maxlen=1)
+    env = {**os.environ, "TQDM_MININTERVAL": "5"}
+    with subprocess.Popen(
+        cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
+    ) as proc:
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                logger.info(line)
+                tail.append(line)
+    if proc.returncode != 0:
+        raise StageFailed(stage.name, proc.returncode, tail[-1] if tail else "")
+    commit = _dvc("commit", "--force", stage.name)
+    if commit.returncode != 0:
+        raise StageFailed(stage.name, commit.returncode, commit.stderr.strip())
+    return "ran"
+
+
+def _pipeline_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    methods = flow_run.parameters.get("methods") or []
+    return "pipeline-" + "-".join(methods) if methods else "pipeline"
+
+
+@flow(name="sslflow-pipeline", flow_run_name=_pipeline_run_name, log_prints=True)
+def pipeline(params_file: str = "params.yaml", methods: list[str] | None = None) -> dict[str, str]:
+    """Every DVC stage as a task, independent branches concurrently; returns stage -> ran|skipped."""
+    from sslflow.params import load_params
+
+    params = load_params(params_file)
+    stages = stage_graph()
+    futures: dict[str, Any] = {}
+    with ThreadPoolTaskRunner(max_workers=params.launch.concurrency) as runner:
+        for stage in stages:
+            upstream = [futures[u] for u in stage.upstream if u in futures]
+            futures[stage.name] = runner.submit(
+                run_stage.with_options(retries=params.launch.retries),
+                {"stage": stage, "params": params},
+                wait_for=upstream,
+            )
+        return {name: future.result() for name, future in futures.items()}
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The cartesian product of a {param: [values]} grid, in a stable order."""
+    keys = sorted(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def experiment_name(point: dict[str, Any]) -> str:
+    """A DVC experiment name that says the params, e.g. 'batch_size-128_temperature-0.5'."""
+    parts = [f"{key.split('.')[-1]}-{value}" for key, value in point.items()]
+    return "_".join(parts).replace("/", "-").replace(" ", "")
+
+
+@task(task_run_name="queue {name}")
+def queue_experiment(point: dict[str, Any], name: str) -> str:
+    sets = [arg for key, value in point.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
+    proc = _dvc("exp", "run", "--queue", "--name", name, *sets)
+    if proc.returncode != 0:
+        raise UserError(f"dvc exp run --queue {name}: {proc.stderr.strip()}")
+    get_run_logger().info("queued %s", name)
+    return name
+
+
+@task(task_run_name="run queued experiments")
+def run_queue(jobs: int) -> None:
+    """Run every queued experiment (`dvc exp run --run-all`), forwarding DVC's log."""
+    logger = get_run_logger()
+    proc = subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)], capture_output=True, text=True)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.strip():
+            logger.info(line)
+    if proc.returncode != 0:
+        raise StageFailed("sweep", proc.returncode, proc.stderr.strip().splitlines()[-1] if proc.stderr else "")
+
+
+@task(task_run_name="gather experiments")
+def gather_experiments() -> list[dict[str, Any]]:
+    """One row per experiment of `dvc exp show --json`: its name, params and metrics."""
+    proc = _dvc("exp", "show", "--json")
+    if proc.returncode != 0:
+        raise UserError(f"dvc exp show: {proc.stderr.strip()}")
+    return experiment_rows(json.loads(proc.stdout))
+
+
+def experiment_rows(show: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flatten `dvc exp show --json` into {"name", "rev", "params", "metrics"} rows, experiments only."""
+    rows = []
+    for commit in show:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                rows.append(
+                    {
+                        "name": rev.get("name") or exp.get("name"),
+                        "rev": rev.get("rev"),
+                        "params": {f: v.get("data", {}) for f, v in (data.get("params") or {}).items()},
+                        "metrics": {f: v.get("data", {}) for f, v in (data.get("metrics") or {}).items()},
+                    }
+                )
+    return rows
+
+
+@flow(name="sslflow-sweep", flow_run_name="sweep-{name}", log_prints=True)
+def sweep(grid: dict[str, list[Any]], name: str = "grid", jobs: int = 1) -> list[dict[str, Any]]:
+    """Queue one DVC experiment per grid point, run them, and return every experiment's params and metrics."""
+    points = grid_points(grid)
+    for point in points:
+        queue_experiment(point, experiment_name(point))
+    run_queue(jobs)
+    return gather_experiments()
+
+
+# --- CLI: `sslflow flow pipeline|sweep` ---------------------------------------------------
+
+
+def add_arguments_pipeline(parser) -> None:
+    parser.add_argument("--methods", nargs="*", default=None, help="only label the run with these (informational)")
+
+
+def run_pipeline(params: Params, *, methods: list[str] | None = None) -> None:
+    _raise_clear(lambda: pipeline(params_file="params.yaml", methods=methods or list(params.pretrain.methods)))
+
+
+def add_arguments_sweep(parser) -> None:
+    parser.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="a param and its values, e.g. pretrain.simclr.temperature=0.1,0.5 (repeatable)",
+    )
+    parser.add_argument("--name", default="grid", help="names the flow run")
+    parser.add_argument("--jobs", type=int, default=1, help="experiments run at once")
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    import yaml
+
+    grid = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not values:
+            raise UserError(f"--grid {item}: expected KEY=V1,V2,...")
+        grid[key] = [yaml.safe_load(v) for v in values.split(",")]
+    return grid
+
+
+def run_sweep(params: Params, *, grid: list[str], name: str, jobs: int) -> None:
+    parsed = parse_grid(grid)
+    from sslflow.params import load_params
+
+    for point in grid_points(parsed):  # a bad grid stops here, before anything is queued
+        load_params("params.yaml", [f"{key}={json.dumps(value)}" for key, value in point.items()])
+    rows = _raise_clear(lambda: sweep(grid=parsed, name=name, jobs=jobs))
+    print(json.dumps(rows, indent=2))
+
+
+def _raise_clear(call):
+    """A stage's bad-input failure reaches the user as that stage's one line, exit 2."""
+    try:
+        return call()
+    except StageFailed as exc:
+        if exc.returncode == EXIT_USER_ERROR:
+            raise UserError(str(exc)) from None
+        raise
