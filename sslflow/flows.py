@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import subprocess
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ def _topological(stages: dict[str, Stage]) -> list[Stage]:
 
 def _dvc(*args: str) -> subprocess.CompletedProcess:
     with _DVC_LOCK:
-        return subprocess.run(["dvc", *args], capture_output=True, text=True)
+        return subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
 
 
 def is_up_to_date(stage: str) -> bool:
@@ -177,7 +178,9 @@ def queue_experiment(point: dict[str, Any], name: str) -> str:
 def run_queue(jobs: int) -> None:
     """Run every queued experiment (`dvc exp run --run-all`), forwarding DVC's log."""
     logger = get_run_logger()
-    proc = subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "run", "--run-all", "--jobs", str(jobs)], capture_output=True, text=True
+    )
     for line in (proc.stdout + proc.stderr).splitlines():
         if line.strip():
             logger.info(line)

@@ -1,9 +1,9 @@
-"""The `data` section of params.yaml."""
+"""The `data` section of params.yaml: where the images are and how they become shards."""
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sslflow.section import PathField, Section
 
@@ -15,6 +15,13 @@ class SubsetsCfg(Section):
     # ILSVRC2012: the published SimCLR lists (one file name per line) instead of sampling.
     files: dict[Literal["1pct", "10pct"], PathField] | None = None
 
+    @model_validator(mode="after")
+    def _both_lists(self) -> "SubsetsCfg":
+        # One list alone would leave the other to sampling, and the pair would no longer nest.
+        if self.files is not None and set(self.files) != {"1pct", "10pct"}:
+            raise ValueError("give both 1pct and 10pct lists, or null")
+        return self
+
 
 class DataCfg(Section):
     source: PathField = Path("/usr/share/datasets/fashion-mnist")
@@ -23,4 +30,20 @@ class DataCfg(Section):
     seed: int = 0
     on_bad_image: Literal["error", "skip"] = "error"
     workers: int = Field(0, ge=0, description="processes for sharding; 0 = all cores")
+    # mnist-idx files carry no class names; null names the classes "0".."N-1".
+    class_names: list[str] | None = None
+    # imagenet with a flat val/: LOC_val_solution.csv; null looks in the source and in val/.
+    val_labels: PathField | None = None
     subsets: SubsetsCfg = SubsetsCfg()
+
+    @model_validator(mode="after")
+    def _layout_options(self) -> "DataCfg":
+        if self.class_names is not None and self.layout != "mnist-idx":
+            raise ValueError("class_names is for the mnist-idx layout only (folder names name the classes)")
+        if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
+            raise ValueError("class_names has duplicates")
+        if self.val_labels is not None and self.layout != "imagenet":
+            raise ValueError("val_labels is for the imagenet layout only")
+        if self.subsets.files is not None and self.layout != "imagenet":
+            raise ValueError("subsets.files is for the imagenet layout only")
+        return self

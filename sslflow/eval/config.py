@@ -1,9 +1,106 @@
-"""The `eval` section of params.yaml."""
+"""The `eval` section of params.yaml.
 
-from pydantic import Field
+One sub-section per stage (extract, linear, lowlabel) so that dvc.yaml can make
+each stage depend on exactly the knobs it reads: changing the fine-tune epochs
+reruns `lowlabel` only, not the feature extraction.
+"""
+
+from typing import Literal
+
+from pydantic import Field, field_validator
 
 from sslflow.section import Section
 
+Fraction = Literal["1pct", "10pct"]
+
+
+class ExtractCfg(Section):
+    """Frozen-feature extraction (`sslflow extract`)."""
+
+    batch_size: int = Field(512, gt=0, description="images per forward pass")
+    dtype: Literal["float32", "float16"] = Field("float32", description="stored feature type (float16 halves ImageNet's files)")
+    head_layers: int = Field(
+        0, ge=0, description="take features after this many projection-head layers (SimCLRv2: 1); 0 = the backbone output"
+    )
+
+
+class LinearCfg(Section):
+    """Multinomial logistic regression on standardised frozen features (`sslflow linear`, and lowlabel's probe)."""
+
+    backend: Literal["auto", "torch", "sklearn"] = Field(
+        "auto", description="auto: scikit-learn for small CPU sets, torch full-batch L-BFGS otherwise"
+    )
+    sklearn_max_rows: int = Field(20000, gt=0, description="auto picks scikit-learn up to this many train rows on CPU")
+    l2_grid: list[float] = Field(
+        [1e-5, 1e-4, 1e-3, 1e-2], min_length=1, description="L2 strengths tried (penalty l2/2 |W|^2 on the mean loss)"
+    )
+    holdout: float = Field(0.1, gt=0, lt=1, description="share of train held out to choose the L2 strength (never val)")
+    max_iter: int = Field(200, gt=0, description="L-BFGS iterations per fit")
+    tol: float = Field(1e-5, gt=0, description="L-BFGS gradient tolerance")
+    chunk_rows: int = Field(262144, gt=0, description="torch: rows per forward chunk (bounds GPU memory)")
+
+    @field_validator("l2_grid")
+    @classmethod
+    def _positive(cls, grid: list[float]) -> list[float]:
+        if any(v <= 0 for v in grid):
+            raise ValueError("every L2 strength must be > 0")
+        return grid
+
+
+class FinetuneCfg(Section):
+    """Fine-tuning the whole encoder on a labelled subset with crop + flip only (SimCLR appendix B.5)."""
+
+    enabled: bool = True
+    epochs: dict[Fraction, int] = Field({"1pct": 30, "10pct": 6}, description="epochs over the subset, per fraction")
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(0.05, gt=0, description="Nesterov SGD learning rate per 256 images (SimCLR: 0.05 x B/256)")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0, description="SimCLR fine-tunes without regularisation")
+    head_layers: Literal["auto"] | int = Field(
+        "auto", description="projection-head layers kept below the classifier; auto = 1 for a 3-layer head (SimCLRv2), else 0"
+    )
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs_positive(cls, epochs: dict[str, int]) -> dict[str, int]:
+        if any(v <= 0 for v in epochs.values()):
+            raise ValueError("epochs must be > 0")
+        return epochs
+
+    @field_validator("head_layers")
+    @classmethod
+    def _head_layers_non_negative(cls, value: str | int) -> str | int:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be 'auto' or >= 0")
+        return value
+
+
+class DistillCfg(Section):
+    """SimCLRv2 self-distillation: the fine-tuned teacher's soft labels on all train images teach a student."""
+
+    enabled: bool = False
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of teacher and student")
+    epochs: int = Field(1, gt=0, description="epochs over all train images")
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(0.05, gt=0, description="Nesterov SGD learning rate per 256 images")
+
+
+class LowLabelCfg(Section):
+    """The 1% / 10% protocol (`sslflow lowlabel`): linear probe, fine-tune, optional distillation."""
+
+    fractions: list[Fraction] = Field(["1pct", "10pct"], min_length=1)
+    finetune: FinetuneCfg = FinetuneCfg()
+    distill: DistillCfg = DistillCfg()
+
+    @field_validator("fractions")
+    @classmethod
+    def _unique(cls, fractions: list[str]) -> list[str]:
+        if len(set(fractions)) != len(fractions):
+            raise ValueError("fractions must not repeat")
+        return fractions
+
 
 class EvalCfg(Section):
-    batch_size: int = Field(512, gt=0)
+    extract: ExtractCfg = ExtractCfg()
+    linear: LinearCfg = LinearCfg()
+    lowlabel: LowLabelCfg = LowLabelCfg()

@@ -1,0 +1,202 @@
+"""The ops of the spec as DALI graph fragments, one function per op.
+
+Images flow as HWC uint8 (C = 1 or 3) on the pipeline's device ('cpu', or 'gpu'
+after a mixed decode) until `normalize`. An op with probability p runs inside a
+DALI conditional, so the samples that skip it cost nothing (blur is the
+expensive one on a GPU). Every random draw is a DALI random op, seeded from the
+pipeline seed, so a fixed seed gives the same batches.
+
+These functions run inside a `pipeline_def(enable_conditionals=True)`: DALI's
+autograph rewrites their `if` statements on DataNodes into per-sample branches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from nvidia.dali import fn, types
+from nvidia.dali import math as dmath
+
+from sslflow.augment import spec as S
+
+SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)
+# Green-magenta axis that Doersch et al. project out against chromatic aberration.
+GREEN_MAGENTA = np.array([-1.0, 2.0, -1.0], np.float32) / np.sqrt(6.0)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What every op needs besides the image: the view side, channels, device and fill colour (0-255)."""
+
+    size: int
+    channels: int
+    device: str  # 'cpu' | 'gpu'
+    mean255: tuple[float, ...]  # per-channel normalisation mean in pixel units
+    std255: tuple[float, ...]
+
+
+def coin(p: float):
+    """Per-sample boolean, True with probability p."""
+    return fn.cast(fn.random.coin_flip(probability=p), dtype=types.BOOL)
+
+
+def uniform(low: float, high: float):
+    return fn.random.uniform(range=[low, high])
+
+
+def random_resized_crop(x, op: S.RandomResizedCrop, f: Frame):
+    return fn.random_resized_crop(
+        x, size=[f.size, f.size], random_area=list(op.scale), random_aspect_ratio=list(op.ratio), num_attempts=10
+    )
+
+
+def resize_to(x, side: int):
+    """Exact `side` x `side` (views without a crop op, exemplar patches, relpos grids)."""
+    return fn.resize(x, size=[side, side])
+
+
+def flip(x, op: S.Flip, f: Frame):
+    return fn.flip(x, horizontal=fn.random.coin_flip(probability=op.p))
+
+
+def color_jitter(x, op: S.ColorJitter, f: Frame):
+    """torchvision ColorJitter's factors; contrast pivots on the image's own mean luminance as torchvision's does.
+
+    DALI's argument inputs live on the CPU, so on the GPU the pivot is the
+    dataset mean (the normalisation mean) instead of a per-image reduction.
+    """
+    if coin(op.p):
+        brightness = uniform(max(0.0, 1 - op.brightness), 1 + op.brightness)
+        contrast = uniform(max(0.0, 1 - op.contrast), 1 + op.contrast)
+        x = fn.brightness_contrast(x, brightness=brightness, contrast=contrast, contrast_center=_pivot(x, f))
+        if f.channels == 3:
+            saturation = uniform(max(0.0, 1 - op.saturation), 1 + op.saturation)
+            hue = uniform(-360.0 * op.hue, 360.0 * op.hue)
+            x = fn.hsv(x, saturation=saturation, hue=hue)
+    return x
+
+
+def _pivot(x, f: Frame):
+    if f.device == "gpu":
+        return float(np.mean(f.mean255))
+    grey = x if f.channels == 1 else fn.color_space_conversion(x, image_type=types.RGB, output_type=types.GRAY)
+    return fn.reductions.mean(grey)
+
+
+def grayscale(x, op: S.Grayscale, f: Frame):
+    """ITU-R 601 luma in every channel (what torchvision's rgb_to_grayscale computes); grey input is left as is."""
+    if f.channels == 3 and coin(op.p):
+        x = fn.hsv(x, saturation=0.0)
+    return x
+
+
+def gaussian_blur(x, op: S.GaussianBlur, f: Frame):
+    if coin(op.p):
+        x = fn.gaussian_blur(x, window_size=op.window(f.size), sigma=uniform(*op.sigma))
+    return x
+
+
+def rotate(x, op: S.Rotate, f: Frame):
+    """Nearest-neighbour rotation by a multiple of 90 degrees of a square view: a pixel permutation."""
+    if coin(op.p):
+        angle = fn.random.uniform(values=[float(a) for a in op.angles])
+        x = fn.rotate(x, angle=angle, interp_type=types.INTERP_NN, keep_size=True)
+    return x
+
+
+def rotate_by(x, quarter_turns: int):
+    """Counter-clockwise by quarter_turns * 90 degrees, for the rotation view's four copies."""
+    if quarter_turns % 4 == 0:
+        return x
+    return fn.rotate(x, angle=90.0 * quarter_turns, interp_type=types.INTERP_NN, keep_size=True)
+
+
+def cutout(x, op: S.Cutout, f: Frame):
+    """A square of side size * view side at a uniform position, filled with the mean (0 once normalised)."""
+    side = max(1, int(round(op.size * f.size)))
+    if coin(op.p):
+        top_left = fn.random.uniform(range=[0.0, float(f.size - side + 1)], shape=[2])
+        x = fn.erase(
+            x, anchor=dmath.floor(top_left), shape=[float(side), float(side)], axis_names="HW", fill_value=list(f.mean255)
+        )
+    return x
+
+
+def gaussian_noise(x, op: S.GaussianNoise, f: Frame):
+    if coin(op.p):
+        x = fn.noise.gaussian(x, stddev=255.0 * op.std)
+    return x
+
+
+def sobel(x, op: S.Sobel, f: Frame):
+    """Gradient magnitude of the luminance, scaled by 1/4 (the kernel's gain) into 0-255, in every channel."""
+    if coin(op.p):
+        x = sobel_magnitude(x, f)
+    return x
+
+
+def sobel_magnitude(x, f: Frame):
+    grey = x if f.channels == 1 else fn.color_space_conversion(x, image_type=types.RGB, output_type=types.GRAY)
+    grey = fn.cast(grey, dtype=types.FLOAT)
+    gx = fn.filter(grey, SOBEL_X, border="reflect_101")
+    gy = fn.filter(grey, SOBEL_X.T.copy(), border="reflect_101")
+    magnitude = fn.cast(dmath.sqrt(gx * gx + gy * gy) * 0.25, dtype=types.UINT8)
+    return magnitude if f.channels == 1 else fn.cat(magnitude, magnitude, magnitude, axis=2)
+
+
+APPLY = {
+    S.RandomResizedCrop: random_resized_crop,
+    S.Flip: flip,
+    S.ColorJitter: color_jitter,
+    S.Grayscale: grayscale,
+    S.GaussianBlur: gaussian_blur,
+    S.Rotate: rotate,
+    S.Cutout: cutout,
+    S.GaussianNoise: gaussian_noise,
+    S.Sobel: sobel,
+}
+
+
+def apply_ops(x, ops: list, f: Frame, resized: bool = False):
+    """Run `ops` in order; a view that neither starts with a crop nor is `resized` yet is resized first."""
+    if not resized and (not ops or not isinstance(ops[0], S.RandomResizedCrop)):
+        x = resize_to(x, f.size)
+    for op in ops:
+        if getattr(op, "p", 1.0) > 0:
+            x = APPLY[type(op)](x, op, f)
+    return x
+
+
+def normalize(x, f: Frame, crop: int | None = None):
+    """uint8 HWC -> float32 CHW, (x / 255 - mean) / std per channel; optionally a centre crop on the way."""
+    args = {"crop": [crop, crop]} if crop else {}
+    return fn.crop_mirror_normalize(
+        x, dtype=types.FLOAT, output_layout="CHW", mean=list(f.mean255), std=list(f.std255), **args
+    )
+
+
+def colour_drop(x, f: Frame):
+    """Doersch's colour dropping: keep one random channel, the others become the mean plus faint noise.
+
+    The noise is 1/100 of the dataset's channel std, the paper's "~1/100 of the
+    std of the remaining channel", with the dataset's std standing in for the
+    patch's (a per-patch reduction cannot feed a GPU pipeline's arguments).
+    """
+    keep = fn.one_hot(fn.random.uniform(values=[0, 1, 2], dtype=types.INT32), num_classes=3)
+    keep = _on(keep, f)
+    mean = _on(fn.constant(fdata=list(f.mean255), shape=[3]), f)
+    mixed = fn.cast(x, dtype=types.FLOAT) * keep + mean * (1.0 - keep)
+    mixed = fn.noise.gaussian(mixed, stddev=0.01 * float(np.mean(f.std255)))
+    return fn.cast(dmath.clamp(mixed, 0.0, 255.0), dtype=types.UINT8)
+
+
+def project_green_magenta(x, f: Frame):
+    """x - (x . a) a for the green-magenta direction a: colour survives only on the other two axes."""
+    matrix = np.eye(3, dtype=np.float32) - np.outer(GREEN_MAGENTA, GREEN_MAGENTA)
+    y = fn.coord_transform(fn.cast(x, dtype=types.FLOAT), M=matrix.flatten().tolist())
+    return fn.cast(dmath.clamp(y, 0.0, 255.0), dtype=types.UINT8)
+
+
+def _on(node, f: Frame):
+    return node.gpu() if f.device == "gpu" else node

@@ -1,0 +1,91 @@
+"""Exemplar surrogate classes (Dosovitskiy et al.): N patches drawn once from the training images.
+
+The draw is seeded and stored as ``models/exemplar/patches.npz`` (uint8
+(N, p, p, C) patches, the source key of each, and a fingerprint of what made
+them), beside the exemplar encoder that is trained on them. Surrogate class i
+is patch i; the loader augments each patch `copies` times per epoch.
+
+As in the paper, patches go where there is something to see: of `candidates`
+random positions per image, one is kept with probability proportional to its
+mean squared gradient, so flat background is rarely a class of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as TF
+from tqdm import tqdm
+
+from sslflow import paths
+from sslflow.atomic import atomic_path
+from sslflow.augment.catalogue import Catalogue, load_catalogue
+from sslflow.augment.spec import ExemplarView
+
+ARTEFACT = paths.MODELS / "exemplar" / "patches.npz"
+
+
+def surrogate_patches(cfg: ExemplarView, seed: int, channels: int, shards_dir: Path, manifest: dict) -> np.ndarray:
+    """The stored patches if they were made from these shards and settings, else a fresh draw (then stored)."""
+    fingerprint = _fingerprint(cfg, seed, channels, manifest)
+    if ARTEFACT.exists():
+        with np.load(ARTEFACT) as stored:
+            if str(stored["fingerprint"]) == fingerprint:
+                return stored["patches"]
+    patches, keys = sample_patches(load_catalogue(shards_dir, "train"), cfg, seed, channels)
+    with atomic_path(ARTEFACT) as tmp:
+        np.savez(tmp, patches=patches, keys=np.array(keys), fingerprint=np.array(fingerprint))
+    return patches
+
+
+def sample_patches(cat: Catalogue, cfg: ExemplarView, seed: int, channels: int) -> tuple[np.ndarray, list[str]]:
+    """(N, p, p, C) uint8 patches and the key each came from; distinct images while N <= the split's size."""
+    rng = np.random.default_rng([seed, cfg.classes, cfg.patch])
+    sources = rng.choice(len(cat), size=cfg.classes, replace=cfg.classes > len(cat))
+    patches = np.empty((cfg.classes, cfg.patch, cfg.patch, channels), np.uint8)
+    for n, i in enumerate(tqdm(sources, desc="exemplar patches", unit="patch", disable=None, leave=False)):
+        image = _at_least(decode(cat.read_image(int(i)), channels), cfg.patch)
+        patches[n] = _pick_patch(image, cfg.patch, cfg.candidates, rng)
+    return patches, [cat.keys[int(i)] for i in sources]
+
+
+def decode(data: bytes, channels: int) -> np.ndarray:
+    """Encoded image -> HWC uint8 with `channels` channels."""
+    mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+    return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode).permute(1, 2, 0).numpy()
+
+
+def _at_least(image: np.ndarray, side: int) -> np.ndarray:
+    """Upscale an image whose shorter side is below the patch side (tiny sources)."""
+    if min(image.shape[:2]) >= side:
+        return image
+    chw = torch.from_numpy(image).permute(2, 0, 1)
+    return TF.resize(chw, side, antialias=True).permute(1, 2, 0).numpy()
+
+
+def _pick_patch(image: np.ndarray, side: int, candidates: int, rng: np.random.Generator) -> np.ndarray:
+    h, w = image.shape[:2]
+    tops = rng.integers(0, h - side + 1, size=candidates)
+    lefts = rng.integers(0, w - side + 1, size=candidates)
+    crops = [image[t : t + side, l : l + side] for t, l in zip(tops, lefts)]
+    energy = np.array([gradient_energy(c) for c in crops])
+    weights = energy / energy.sum() if energy.sum() > 0 else None
+    return crops[rng.choice(candidates, p=weights)]
+
+
+def gradient_energy(patch: np.ndarray) -> float:
+    """Mean squared finite-difference gradient of the channel-mean image."""
+    grey = patch.astype(np.float64).mean(axis=2)
+    return float((np.diff(grey, axis=0) ** 2).mean() + (np.diff(grey, axis=1) ** 2).mean())
+
+
+def _fingerprint(cfg: ExemplarView, seed: int, channels: int, manifest: dict) -> str:
+    shards = [s["sha256"] for s in manifest["splits"]["train"]["shards"]]
+    return json.dumps(
+        {"seed": seed, "classes": cfg.classes, "patch": cfg.patch, "candidates": cfg.candidates, "channels": channels, "shards": shards},
+        sort_keys=True,
+    )

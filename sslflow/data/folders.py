@@ -1,0 +1,133 @@
+"""Image files in class folders: the `imagefolder` layout, and the walking and reading `imagenet` shares.
+
+``ROOT/{train,val}/<class>/<image>``: the class names are the sorted folder
+names of ``train/``; files may sit in sub-folders of a class folder; hidden
+files and folders (a leading '.') are ignored. Only names and sizes are listed
+here; the bytes are read, checked and stored by the shard workers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from sslflow.data.encode import BadImage, prepare
+from sslflow.data.records import Record, Source, make_key
+from sslflow.errors import UserError
+
+
+class FileImages:
+    """Files under a root, stored as they are where they can be (see encode.prepare)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def sample(self, ref: str) -> tuple[str, bytes]:
+        try:
+            with open(self.root / ref, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise BadImage(f"cannot read ({exc.strerror or exc})") from None
+        return prepare(data)
+
+    def describe(self, ref: str) -> str:
+        return str(self.root / ref)
+
+
+def open_imagefolder(root: Path) -> Source:
+    classes = class_folders(split_dir(root, "train"))
+    source = Source("imagefolder", root, "", classes, 3, None)
+    for split in ("train", "val"):
+        directory = split_dir(root, split)
+        found = class_folders(directory)
+        _check_known(found, classes, directory)
+        files = [
+            (label, rel, size) for name in found for label in [classes.index(name)]
+            for rel, size in class_files(root, directory / name)
+        ]
+        source.records[split] = keyed_records(files, lambda rel: _folder_key(rel, directory.name), root)
+        source.readers[split] = FileImages(root)
+    counts = ", ".join(f"{len(r)} {s}" for s, r in source.records.items())
+    source.description = f"image folders, {len(classes)} classes ({counts})"
+    return source
+
+
+def split_dir(root: Path, split: str) -> Path:
+    directory = root / split
+    if not directory.is_dir():
+        raise UserError(f"{directory}: not found (expected {root}/{{train,val}}/<class>/<image>)")
+    return directory
+
+
+def class_folders(directory: Path) -> list[str]:
+    """Sorted class folder names; a file beside them is an error (it belongs to no class)."""
+    names = []
+    for entry in list_dir(directory):
+        if entry.is_dir():
+            names.append(entry.name)
+        else:
+            raise UserError(f"{entry.path}: not in a class folder")
+    if not names:
+        raise UserError(f"{directory}: no class folders")
+    return sorted(names)
+
+
+def class_files(root: Path, folder: Path) -> list[tuple[str, int]]:
+    """(path relative to root, size) of every file under a class folder, sorted; an empty folder is an error."""
+    files = _walk(root, folder)
+    if not files:
+        raise UserError(f"{folder}: empty class folder")
+    return files
+
+
+def _walk(root: Path, folder: Path) -> list[tuple[str, int]]:
+    files = []
+    for entry in list_dir(folder):
+        if entry.is_dir():
+            files += _walk(root, Path(entry.path))
+        else:
+            files.append((Path(entry.path).relative_to(root).as_posix(), entry_size(entry)))
+    return files
+
+
+def keyed_records(files: list[tuple[int, str, int]], key_of: Callable[[str], str], root: Path) -> list[Record]:
+    """Records with keys from `key_of(relative path)`; two files with one key are an error naming both."""
+    owner: dict[str, str] = {}
+    records = []
+    for label, rel, size in files:
+        key = key_of(rel)
+        if key in owner:
+            raise UserError(f"{root / rel}: same sample key {key!r} as {root / owner[key]} (rename one)")
+        owner[key] = rel
+        records.append(Record(key, label, rel, size))
+    return records
+
+
+def _check_known(found: list[str], classes: list[str], directory: Path) -> None:
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise UserError(f"{directory / unknown[0]}: class {unknown[0]!r} is not a class folder of train/")
+
+
+def _folder_key(rel: str, split: str) -> str:
+    """class/sub/name.ext under the split -> class_sub_name (the class keeps equal names apart)."""
+    within = Path(rel).relative_to(split)
+    return make_key(within.with_suffix("").as_posix())
+
+
+def list_dir(directory: Path) -> list[os.DirEntry]:
+    """Entries sorted by name, hidden ones (a leading '.') left out."""
+    try:
+        with os.scandir(directory) as it:
+            return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as exc:
+        raise UserError(f"{directory}: cannot list ({exc.strerror or exc})") from None
+
+
+def entry_size(entry: os.DirEntry) -> int:
+    # an unreadable or dangling entry gets size 0 here and its reason from the worker that reads it
+    try:
+        return entry.stat().st_size
+    except OSError:
+        return 0

@@ -1,0 +1,64 @@
+"""data/shards/manifest.json: what the shards hold, the one file later stages read about them.
+
+    {"format": 1, "source": {"layout", "path", "description"},
+     "classes": [name, ...] (index == class id), "channels": 1|3, "image_size": [h, w] | null,
+     "splits": {split: {"count", "per_class": {name: n},
+                        "shards": [{"name", "samples", "sha256", "bytes"}]}},
+     "skipped": [{"file", "reason"}], "subsets": {"1pct": n, "10pct": n}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from sslflow import paths
+from sslflow.data.records import Source
+from sslflow.data.tarwriter import ShardInfo
+from sslflow.errors import UserError
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+KEYS = ("format", "source", "classes", "channels", "image_size", "splits", "skipped", "subsets")
+
+
+def split_entry(classes: list[str], labels: list[int], shards: list[ShardInfo]) -> dict:
+    counts = Counter(labels)
+    return {
+        "count": len(labels),
+        "per_class": {name: counts.get(i, 0) for i, name in enumerate(classes)},
+        "shards": [{"name": s.name, "samples": s.samples, "sha256": s.sha256, "bytes": s.bytes} for s in shards],
+    }
+
+
+def build_manifest(
+    source: Source, splits: dict[str, dict], skipped: list[dict], subset_sizes: dict[str, int]
+) -> dict:
+    return {
+        "format": FORMAT,
+        "source": {"layout": source.layout, "path": str(source.path), "description": source.description},
+        "classes": source.classes,
+        "channels": source.channels,
+        "image_size": source.image_size,
+        "splits": splits,
+        "skipped": skipped,
+        "subsets": subset_sizes,
+    }
+
+
+def load_manifest(shards_dir: Path | str = paths.SHARDS) -> dict:
+    """The manifest of `shards_dir`; UserError if it is missing or not a manifest of this format."""
+    path = Path(shards_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found (run `sslflow shard` first)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable JSON manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UserError(f"{path}: not a shard manifest of format {FORMAT}")
+    missing = [k for k in KEYS if k not in manifest]
+    if missing:
+        raise UserError(f"{path}: missing {', '.join(missing)}")
+    return manifest

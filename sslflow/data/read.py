@@ -1,0 +1,45 @@
+"""Reading shards back: file lists, samples in shard order (through webdataset), subset keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from sslflow import paths
+from sslflow.data.subsets import FRACTIONS
+from sslflow.errors import UserError
+
+IMAGE_EXTS = ("jpg", "png")
+
+
+def shard_files(shards_dir: Path | str = paths.SHARDS, split: str = "train") -> list[Path]:
+    """The split's tars, sorted (shard order); UserError if there are none."""
+    directory = Path(shards_dir) / split
+    files = sorted(directory.glob("shard-*.tar"))
+    if not files:
+        raise UserError(f"{directory}: no shards (run `sslflow shard` first)")
+    return files
+
+
+def iter_samples(shards_dir: Path | str = paths.SHARDS, split: str = "train") -> Iterator[tuple[str, bytes, str, int]]:
+    """(key, image bytes, ext, label) for every sample of the split, in shard order."""
+    import webdataset as wds
+
+    urls = [str(p) for p in shard_files(shards_dir, split)]
+    dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
+    for sample in dataset:
+        ext = next((e for e in IMAGE_EXTS if e in sample), None)
+        if ext is None or "cls" not in sample:
+            raise UserError(f"{sample.get('__url__')}: sample {sample['__key__']} lacks an image or a .cls member")
+        yield sample["__key__"], sample[ext], ext, int(sample["cls"])
+
+
+def read_subset(name: str, shards_dir: Path | str = paths.SHARDS) -> list[str]:
+    """The train keys of a label subset ('1pct' or '10pct'), as written by `sslflow shard`."""
+    if name not in FRACTIONS:
+        raise UserError(f"subset {name!r}: expected one of {', '.join(FRACTIONS)}")
+    path = Path(shards_dir) / "subsets" / f"{name}.txt"
+    try:
+        return path.read_text().split()
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found (run `sslflow shard` first)") from None

@@ -1,0 +1,59 @@
+"""What a source layout hands to the shard writer: records of samples and a reader of their bytes.
+
+A record is small (a key, a label, where the image is, how big it is) so a
+whole ImageNet split of them fits in memory while the images stream; the
+reader turns a record into the bytes stored in the shard, inside the worker
+processes.
+"""
+
+from __future__ import annotations
+
+import re
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+SPLITS = ("train", "val")
+MAX_KEY = 80
+_NOT_KEY = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class Record(NamedTuple):
+    key: str  # sample key in the shards: letters, digits, '_' and '-' only (no dots)
+    label: int
+    ref: str | int  # file path relative to the source root, or row of an idx array
+    size: int  # bytes of the stored image (file size), or an estimate; plans shard boundaries
+
+
+class Reader(Protocol):
+    """Picklable: it travels to the worker processes with each shard's records."""
+
+    def sample(self, ref: str | int) -> tuple[str, bytes]:
+        """(extension, bytes) to store; raises encode.BadImage with the reason."""
+
+    def describe(self, ref: str | int) -> str:
+        """The file (and row) a ref stands for, for messages and the manifest's skip list."""
+
+
+@dataclass
+class Source:
+    """A listed source: classes, per-split records in canonical (sorted) order, and their readers."""
+
+    layout: str
+    path: Path
+    description: str
+    classes: list[str]
+    channels: int
+    image_size: list[int] | None
+    records: dict[str, list[Record]] = field(default_factory=dict)
+    readers: dict[str, Reader] = field(default_factory=dict)
+
+
+def make_key(text: str) -> str:
+    """A shard key from a path-like name: other characters become '_'; long names keep a hash suffix."""
+    key = _NOT_KEY.sub("_", text)
+    if len(key) > MAX_KEY:
+        digest = hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        key = f"{key[: MAX_KEY - 17]}_{digest}"
+    return key

@@ -1,0 +1,158 @@
+"""Records -> shard plans -> tars, in parallel, with output that does not depend on the worker count.
+
+The plan (which sample goes in which shard, in which order) is made up front
+from a seeded permutation and the records' sizes; each worker then writes whole
+shards from the plan. Shard contents are therefore a function of the params
+and the source alone, whatever the number of processes or their timing.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sslflow.data.encode import BadImage
+from sslflow.data.records import Reader, Record
+from sslflow.data.tarwriter import BLOCK, ShardInfo, ShardWriter
+from sslflow.errors import UserError
+
+# bytes a sample takes in a tar besides its image data: two headers and the padded .cls member
+SAMPLE_OVERHEAD = 3 * BLOCK
+PROGRESS_EVERY = 64
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.tar"
+
+
+@dataclass
+class ShardTask:
+    """One shard to write: its place, its records in order, and how to read them."""
+
+    split: str
+    index: int
+    path: Path
+    records: list[Record]
+    reader: Reader
+    skip_bad: bool
+
+
+@dataclass
+class ShardResult:
+    split: str
+    index: int
+    info: ShardInfo
+    kept: list[tuple[str, int]]  # (key, label) in shard order
+    skipped: list[dict[str, str]]  # {"file", "reason"}
+
+
+def plan_shards(records: list[Record], seed: int, stream: int, target_bytes: float) -> list[list[Record]]:
+    """Shuffle with a generator seeded by (seed, stream) and cut where a shard would pass the target size."""
+    order = np.random.default_rng([seed, stream]).permutation(len(records))
+    shards: list[list[Record]] = []
+    current: list[Record] = []
+    size = 0
+    for i in order.tolist():
+        record = records[i]
+        need = SAMPLE_OVERHEAD + record.size + (-record.size % BLOCK)
+        if current and size + need > target_bytes:
+            shards.append(current)
+            current, size = [], 0
+        current.append(record)
+        size += need
+    if current:
+        shards.append(current)
+    return shards
+
+
+def write_shard(task: ShardTask, progress=None) -> ShardResult:
+    """Read, check and store each record; a bad image is an error or, with skip_bad, a skip-list entry."""
+    writer = ShardWriter(task.path)
+    kept, skipped, pending = [], [], 0
+    try:
+        for record in task.records:
+            try:
+                ext, data = task.reader.sample(record.ref)
+            except BadImage as exc:
+                if not task.skip_bad:
+                    raise UserError(f"{task.reader.describe(record.ref)}: {exc}") from None
+                skipped.append({"file": str(record.ref), "reason": str(exc)})
+            else:
+                writer.add(record.key, ext, data, record.label)
+                kept.append((record.key, record.label))
+            pending += 1
+            if progress is not None and pending == PROGRESS_EVERY:
+                progress(pending)
+                pending = 0
+    except BaseException:
+        writer.abort()
+        raise
+    if progress is not None and pending:
+        progress(pending)
+    return ShardResult(task.split, task.index, writer.close(), kept, skipped)
+
+
+def write_shards(tasks: list[ShardTask], workers: int, show_progress: bool = True) -> list[ShardResult]:
+    """All tasks, over `workers` processes (1: in this process); results in task order."""
+    total = sum(len(t.records) for t in tasks)
+    workers = max(1, min(workers or (os.cpu_count() or 1), len(tasks)))
+    bar = tqdm(total=total, unit="img", desc="shard", disable=None if show_progress else True, smoothing=0.05)
+    try:
+        if workers == 1:
+            results = [write_shard(task, bar.update) for task in tasks]
+        else:
+            results = _write_parallel(tasks, workers, bar)
+    finally:
+        bar.close()
+    order = {(t.split, t.index): n for n, t in enumerate(tasks)}
+    return sorted(results, key=lambda r: order[(r.split, r.index)])
+
+
+_counter = None
+
+
+def _init_worker(counter) -> None:
+    global _counter
+    _counter = counter
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it removes the temp dir)
+
+
+def _count(n: int) -> None:
+    with _counter.get_lock():
+        _counter.value += n
+
+
+def _write_in_worker(task: ShardTask) -> ShardResult:
+    return write_shard(task, _count)
+
+
+def _write_parallel(tasks: list[ShardTask], workers: int, bar: tqdm) -> list[ShardResult]:
+    # fork: workers start in milliseconds and inherit the imported modules; readers memory-map their
+    # files by path, so nothing large is shared by inheritance.
+    ctx = mp.get_context("fork")
+    counter = ctx.Value("q", 0)
+    stop = threading.Event()
+
+    def follow() -> None:
+        while not stop.wait(0.2):
+            bar.update(counter.value - bar.n)
+
+    # largest shards first, so the last to finish are small
+    queue = sorted(tasks, key=lambda t: -sum(r.size for r in t.records))
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(counter,)) as pool:
+        watcher = threading.Thread(target=follow, daemon=True)
+        watcher.start()
+        try:
+            results = list(pool.imap_unordered(_write_in_worker, queue))
+        finally:
+            stop.set()
+            watcher.join()
+    bar.update(counter.value - bar.n)
+    return results

@@ -1,0 +1,281 @@
+"""The linear evaluation protocol: multinomial logistic regression on frozen features.
+
+Both backends minimise the same convex objective,
+
+    mean_i cross_entropy(x_i W + b, y_i) + l2 / 2 * |W|^2      (bias not penalised),
+
+so they reach the same classifier and differ only in speed: scikit-learn's
+L-BFGS is simplest for small sets; the torch path runs full-batch L-BFGS in
+float32 on the GPU when there is one, with the loss summed over row chunks so a
+1.28M x 2048 ImageNet feature set fits in memory. (scikit-learn's ``C`` is
+``1 / (l2 * n)`` for the same objective.)
+
+Features are standardised with train statistics, and the L2 strength is chosen
+on a held-out slice of train, never on val, then the probe is refit on all of train.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sslflow.eval.device import default_device
+
+Backend = Literal["torch", "sklearn"]
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """Weights of a fitted probe in standardised feature space: scores = x @ weight + bias."""
+
+    weight: np.ndarray  # (d, c) float32
+    bias: np.ndarray  # (c,) float32
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    top1: float
+    top5: float
+    l2: float
+    n_train: int
+    n_features: int
+    backend: Backend
+    holdout_top1: dict[float, float]  # L2 strength -> top-1 on the held-out slice of train
+
+    def metrics(self) -> dict:
+        """The JSON a stage writes: accuracies as fractions, plus how the probe was chosen."""
+        return {
+            "top1": self.top1,
+            "top5": self.top5,
+            "l2": self.l2,
+            "n_train": self.n_train,
+            "n_features": self.n_features,
+            "backend": self.backend,
+        }
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+class Standardizer:
+    """Per-feature mean / std from the train rows (float64 sums), applied to any split.
+
+    Constant features (pixels that are always black) get std 1 instead of a division by zero.
+    """
+
+    def __init__(self, x: np.ndarray, chunk_rows: int = 65536):
+        total = np.zeros(x.shape[1], np.float64)
+        total_sq = np.zeros(x.shape[1], np.float64)
+        for start in range(0, len(x), chunk_rows):
+            part = x[start : start + chunk_rows].astype(np.float64)
+            total += part.sum(0)
+            total_sq += (part * part).sum(0)
+        mean = total / len(x)
+        var = np.maximum(total_sq / len(x) - mean * mean, 0.0)
+        std = np.sqrt(var)
+        self.mean = mean.astype(np.float32)
+        self.std = np.where(std > 1e-8 * max(1.0, float(np.abs(mean).max(initial=0.0))), std, 1.0).astype(np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (x.astype(np.float32) - self.mean) / self.std
+
+
+def topk_accuracy(scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, k: int) -> float:
+    """Share of rows whose label is among the k highest scores (k capped at the number of classes)."""
+    scores = torch.as_tensor(scores)
+    labels = torch.as_tensor(labels, device=scores.device)
+    k = min(k, scores.shape[1])
+    top = scores.topk(k, dim=1).indices
+    return float((top == labels[:, None]).any(dim=1).float().mean())
+
+
+def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit, held out): stratified by class when every class can give a row, random otherwise."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    n_out = max(1, int(round(fraction * len(labels))))
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
+    stratify = labels if counts.min() >= 2 and n_out >= len(counts) and len(labels) - n_out >= len(counts) else None
+    fit, out = train_test_split(idx, test_size=n_out, random_state=seed, stratify=stratify)
+    return np.sort(fit), np.sort(out)
+
+
+def choose_backend(requested: str, n_rows: int, sklearn_max_rows: int, device: str) -> Backend:
+    """auto: scikit-learn for small sets on CPU, torch (GPU when present) otherwise."""
+    if requested != "auto":
+        return requested  # type: ignore[return-value]
+    return "sklearn" if n_rows <= sklearn_max_rows and device == "cpu" else "torch"
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def fit_sklearn(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, max_iter: int, tol: float) -> LinearModel:
+    """scikit-learn's multinomial L-BFGS with C = 1/(l2 n): the objective of the module docstring."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=1.0 / (l2 * len(x)), solver="lbfgs", max_iter=max_iter, tol=tol)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter is the budget we chose
+        clf.fit(x, y)
+    weight = np.zeros((x.shape[1], n_classes), np.float32)
+    bias = np.full(n_classes, -1e4, np.float32)  # classes absent from y never win
+    coef, intercept = clf.coef_, clf.intercept_
+    if len(clf.classes_) == 2:  # scikit-learn stores one row for two classes
+        coef = np.concatenate([-coef / 2, coef / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    weight[:, clf.classes_] = coef.T
+    bias[clf.classes_] = intercept
+    return LinearModel(weight, bias)
+
+
+def fit_torch(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    l2: float,
+    max_iter: int,
+    tol: float,
+    chunk_rows: int,
+    init: LinearModel | None = None,
+) -> LinearModel:
+    """Full-batch L-BFGS (strong Wolfe line search) in float32 on x's device.
+
+    The loss and its gradient are accumulated over row chunks, so memory is
+    bounded by chunk_rows x classes, not by the whole set. ``init`` warm-starts
+    from a neighbouring L2 strength (the optimum is unique, only speed changes).
+    """
+    n, d = x.shape
+    dev = x.device
+    weight = torch.zeros(d, n_classes, device=dev) if init is None else torch.as_tensor(init.weight, device=dev).clone()
+    bias = torch.zeros(n_classes, device=dev) if init is None else torch.as_tensor(init.bias, device=dev).clone()
+    weight.requires_grad_(True)
+    bias.requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=tol,
+        tolerance_change=1e-10,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        total = torch.zeros((), device=dev)
+        for start in range(0, n, chunk_rows):
+            part = F.cross_entropy(x[start : start + chunk_rows] @ weight + bias, y[start : start + chunk_rows], reduction="sum")
+            (part / n).backward()
+            total += part.detach() / n
+        penalty = 0.5 * l2 * (weight * weight).sum()
+        penalty.backward()
+        return total + penalty.detach()
+
+    opt.step(closure)
+    return LinearModel(weight.detach().cpu().numpy(), bias.detach().cpu().numpy())
+
+
+def scores(model: LinearModel, x: np.ndarray | torch.Tensor, chunk_rows: int = 262144) -> torch.Tensor:
+    """Class scores (logits) for standardised features, on x's device when x is a tensor."""
+    x = torch.as_tensor(x)
+    weight = torch.as_tensor(model.weight, device=x.device)
+    bias = torch.as_tensor(model.bias, device=x.device)
+    return torch.cat([x[s : s + chunk_rows] @ weight + bias for s in range(0, len(x), chunk_rows)])
+
+
+class _Fitter:
+    """One backend, bound to its settings, so selection and refit call the same thing."""
+
+    def __init__(self, backend: Backend, n_classes: int, max_iter: int, tol: float, chunk_rows: int, device: str):
+        self.backend, self.n_classes, self.max_iter, self.tol = backend, n_classes, max_iter, tol
+        self.chunk_rows, self.device = chunk_rows, device
+
+    def prepare(self, x: np.ndarray, y: np.ndarray):
+        if self.backend == "sklearn":
+            return x, y
+        return torch.as_tensor(x, device=self.device), torch.as_tensor(y, device=self.device)
+
+    def fit(self, data, l2: float, init: LinearModel | None) -> LinearModel:
+        x, y = data
+        if self.backend == "sklearn":
+            return fit_sklearn(x, y, self.n_classes, l2, self.max_iter, self.tol)
+        return fit_torch(x, y, self.n_classes, l2, self.max_iter, self.tol, self.chunk_rows, init)
+
+    def top1(self, model: LinearModel, data) -> float:
+        x, y = data
+        return topk_accuracy(scores(model, x, self.chunk_rows), y, 1)
+
+
+# ----------------------------------------------------------------------------- protocol
+
+
+def select_l2(
+    fitter: _Fitter, x: np.ndarray, y: np.ndarray, grid: Sequence[float], holdout: float, seed: int
+) -> tuple[float, dict[float, float], LinearModel | None]:
+    """The L2 strength with the best top-1 on a held-out slice of train (ties: the stronger one).
+
+    Strengths are visited from strong to weak so each torch fit warm-starts from the last;
+    the chosen model is returned to warm-start the refit on all of train.
+    """
+    fit_idx, out_idx = holdout_split(y, holdout, seed)
+    standardize = Standardizer(x[fit_idx])
+    fit_data = fitter.prepare(standardize(x[fit_idx]), y[fit_idx])
+    out_data = fitter.prepare(standardize(x[out_idx]), y[out_idx])
+    results: dict[float, float] = {}
+    models: dict[float, LinearModel] = {}
+    model = None
+    for l2 in sorted(set(grid), reverse=True):
+        model = models[l2] = fitter.fit(fit_data, l2, model)
+        results[l2] = fitter.top1(model, out_data)
+    best = max(results, key=lambda l2: (results[l2], l2))
+    return best, results, models[best]
+
+
+def linear_probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    *,
+    n_classes: int,
+    l2_grid: Sequence[float],
+    holdout: float = 0.1,
+    backend: str = "auto",
+    sklearn_max_rows: int = 20000,
+    max_iter: int = 200,
+    tol: float = 1e-5,
+    chunk_rows: int = 262144,
+    seed: int = 0,
+    device: str | None = None,
+) -> ProbeResult:
+    """Standardise, choose L2 on held-out train, refit on all train, report top-1/top-5 on val."""
+    device = device or default_device()
+    chosen = choose_backend(backend, len(train_x), sklearn_max_rows, device)
+    fitter = _Fitter(chosen, n_classes, max_iter, tol, chunk_rows, device if chosen == "torch" else "cpu")
+    if len(l2_grid) > 1:
+        l2, holdout_top1, warm = select_l2(fitter, train_x, train_y, l2_grid, holdout, seed)
+    else:
+        l2, holdout_top1, warm = float(l2_grid[0]), {}, None
+    standardize = Standardizer(train_x)
+    model = fitter.fit(fitter.prepare(standardize(train_x), train_y), l2, warm)
+    val_scores = scores(model, torch.as_tensor(standardize(val_x), device=fitter.device), chunk_rows)
+    val_labels = torch.as_tensor(val_y, device=fitter.device)
+    return ProbeResult(
+        top1=topk_accuracy(val_scores, val_labels, 1),
+        top5=topk_accuracy(val_scores, val_labels, 5),
+        l2=float(l2),
+        n_train=int(len(train_x)),
+        n_features=int(train_x.shape[1]),
+        backend=chosen,
+        holdout_top1=holdout_top1,
+    )

@@ -1,0 +1,24 @@
+"""Exemplar CNN / surrogate classes (Dosovitskiy et al. 2014): N-way classification,
+each class the augmentations of one seed image. The loader assigns the surrogate ids.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from sslflow.methods.base import Method, classification
+from sslflow.models.heads import classifier
+
+
+class Exemplar(Method):
+    kind = "exemplar"
+
+    def __init__(self, backbone: nn.Module, out_dim: int, num_classes: int) -> None:
+        super().__init__(backbone)
+        self.classifier = classifier(out_dim, num_classes)
+
+    def forward(self, batch: dict):
+        return classification(self.classifier(self.backbone(batch["image"])), batch["target"])
+
+    def batch_images(self, batch: dict) -> int:
+        return batch["image"].shape[0]

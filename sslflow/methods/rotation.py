@@ -1,0 +1,25 @@
+"""Rotation prediction (Gidaris et al. 2018): 4-way classification of 0/90/180/270 degrees.
+
+The loader already stacks the four rotations of each image with their targets.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from sslflow.methods.base import Method, classification
+from sslflow.models.heads import classifier
+
+
+class Rotation(Method):
+    kind = "rotation"
+
+    def __init__(self, backbone: nn.Module, out_dim: int, hidden_dim: int = 0) -> None:
+        super().__init__(backbone)
+        self.classifier = classifier(out_dim, 4, hidden_dim)
+
+    def forward(self, batch: dict):
+        return classification(self.classifier(self.backbone(batch["image"])), batch["target"])
+
+    def batch_images(self, batch: dict) -> int:
+        return batch["image"].shape[0] // 4

@@ -1,0 +1,70 @@
+"""torchvision ResNets with a width multiplier and a small-image stem, classifier removed.
+
+torchvision's ResNet fixes the stage widths at 64-128-256-512 (``width_per_group``
+only widens bottleneck interiors), so a subclass scales ``planes`` as each stage
+is made and rebuilds the stem for the input's channel count and size.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from sslflow.models.config import ModelCfg
+
+ARCHS: dict[str, tuple[type[nn.Module], list[int]]] = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (BasicBlock, [3, 4, 6, 3]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
+}
+
+
+class Backbone(ResNet):
+    """ResNet trunk mapping (B, C, H, W) to pooled features (B, out_dim)."""
+
+    def __init__(self, cfg: ModelCfg, in_channels: int) -> None:
+        self.width = cfg.width
+        block, layers = ARCHS[cfg.arch]
+        super().__init__(block, layers)
+        stem = self._scaled(64)
+        if cfg.small_stem:
+            self.conv1 = nn.Conv2d(in_channels, stem, 3, stride=cfg.stem_stride, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(in_channels, stem, 7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.out_dim = self._scaled(512) * block.expansion
+        self.fc = nn.Identity()
+        if cfg.zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.zeros_(m.bn3.weight)
+                elif isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def _scaled(self, channels: int) -> int:
+        return max(1, round(channels * self.width))
+
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+        # ResNet.__init__ sets inplanes=64 before the first stage; the stem's width scales too.
+        if "layer1" not in self._modules:
+            self.inplanes = self._scaled(64)
+        return super()._make_layer(block, self._scaled(planes), blocks, stride, dilate)
+
+
+def build_backbone(cfg: ModelCfg, in_channels: int) -> Backbone:
+    return Backbone(cfg, in_channels)
+
+
+def describe(cfg: ModelCfg) -> str:
+    """Table name of a backbone, e.g. 'ResNet-18 (0.5x, small stem)'."""
+    name = "ResNet-" + cfg.arch.removeprefix("resnet")
+    extras = [] if cfg.width == 1 else [f"{cfg.width:g}x"]
+    if cfg.small_stem:
+        extras.append("small stem" + (f" /{cfg.stem_stride}" if cfg.stem_stride != 1 else ""))
+    return f"{name} ({', '.join(extras)})" if extras else name
+
+
+def count_params_m(module: nn.Module) -> float:
+    return sum(p.numel() for p in module.parameters()) / 1e6

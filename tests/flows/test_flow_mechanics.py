@@ -1,0 +1,112 @@
+"""The pipeline flow on a small real DVC project: skip what DVC says is current, record what ran,
+fail with the stage's own error, resume from the failed stage."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from sslflow import flows
+from sslflow.launch import LaunchCfg, stage_command
+from tests.flows.conftest import git_dvc_init
+
+PY = sys.executable
+
+
+def test_stage_command_wraps_pretrain_in_torchrun_only_when_distributed():
+    single = LaunchCfg()
+    wide = LaunchCfg(nproc_per_node=4, nnodes=2, rdzv_endpoint="head:29500")
+    assert stage_command("sslflow pretrain --method simclr", single) == "sslflow pretrain --method simclr"
+    assert stage_command("sslflow extract --method simclr", wide) == "sslflow extract --method simclr"
+    assert stage_command("sslflow pretrain --method simclr", wide) == (
+        "torchrun --nnodes=2 --nproc-per-node=4 --rdzv-backend=c10d --rdzv-endpoint=head:29500"
+        " -m sslflow pretrain --method simclr"
+    )
+
+
+def test_grid_points_and_names():
+    points = flows.grid_points({"pretrain.simclr.temperature": [0.1, 0.5], "train.batch_size": [128]})
+    assert points == [
+        {"pretrain.simclr.temperature": 0.1, "train.batch_size": 128},
+        {"pretrain.simclr.temperature": 0.5, "train.batch_size": 128},
+    ]
+    assert flows.experiment_name(points[0]) == "temperature-0.1_batch_size-128"
+    assert flows.parse_grid(["a.b=1,2", "c=x"]) == {"a.b": [1, 2], "c": ["x"]}
+
+
+def _write_project(root, fail_on: str = ""):
+    """Three stages: make -> (left, right) -> join; each appends its name to runs.log when it runs."""
+    step = textwrap.dedent(
+        f"""\
+        import sys, pathlib
+        name, out, *ins = sys.argv[1:]
+        if name == {fail_on!r} and pathlib.Path('broken').exists():
+            print(f'{{name}}: data/broken.bin: bad input', file=sys.stderr); sys.exit(2)
+        text = ''.join(pathlib.Path(i).read_text() for i in ins) + name + '\\n'
+        pathlib.Path(out).write_text(text)
+        with open('runs.log', 'a') as log: log.write(name + '\\n')
+        """
+    )
+    (root / "step.py").write_text(step)
+    (root / "params.yaml").write_text(yaml.safe_dump({"launch": {"concurrency": 2, "retries": 1}}))
+    stage = lambda name, out, *ins: {  # noqa: E731
+        "cmd": f"{PY} step.py {name} {out} {' '.join(ins)}",
+        "deps": ["step.py", *ins],
+        "outs": [{out: {"cache": False}}],
+    }
+    dvc_yaml = {
+        "stages": {
+            "make": stage("make", "a.txt"),
+            "left": stage("left", "b.txt", "a.txt"),
+            "right": stage("right", "c.txt", "a.txt"),
+            "join": stage("join", "d.txt", "b.txt", "c.txt"),
+        }
+    }
+    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
+    (root / ".gitignore").write_text("runs.log\n")
+
+
+def _runs(root):
+    log = root / "runs.log"
+    return sorted(log.read_text().split()) if log.exists() else []
+
+
+def test_pipeline_runs_graph_then_skips_everything(tmp_path, monkeypatch):
+    git_dvc_init(tmp_path)
+    _write_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    graph = flows.stage_graph()
+    assert [s.name for s in graph][0] == "make" and graph[-1].name == "join"
+    assert graph[-1].upstream == ("left", "right")
+
+    first = flows.pipeline()
+    assert first == {"make": "ran", "left": "ran", "right": "ran", "join": "ran"}
+    assert (tmp_path / "d.txt").read_text() == "make\nleft\nmake\nright\njoin\n"
+    status = subprocess.run([PY, "-m", "dvc", "status", "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(status.stdout) == {}, "the flow recorded every stage in dvc.lock"
+
+    second = flows.pipeline()
+    assert set(second.values()) == {"skipped"}
+    assert _runs(tmp_path) == ["join", "left", "make", "right"], "nothing ran twice"
+
+    repro = subprocess.run([PY, "-m", "dvc", "repro"], capture_output=True, text=True, check=True)
+    assert _runs(tmp_path) == ["join", "left", "make", "right"], repro.stdout
+
+
+def test_failed_stage_fails_flow_with_its_error_and_rerun_resumes(tmp_path, monkeypatch):
+    git_dvc_init(tmp_path)
+    _write_project(tmp_path, fail_on="right")
+    (tmp_path / "broken").touch()
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(flows.StageFailed, match=r"^right: right: data/broken.bin: bad input$"):
+        flows.pipeline()
+    assert _runs(tmp_path) == ["left", "make"], "bad input is not retried; join never started"
+
+    (tmp_path / "broken").unlink()
+    result = flows.pipeline()
+    assert result == {"make": "skipped", "left": "skipped", "right": "ran", "join": "ran"}
