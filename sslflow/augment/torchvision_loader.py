@@ -90,8 +90,10 @@ class BatchStream(IterableDataset):
         stream = wds.WebDataset(tars, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
         stream = stream.select(lambda sample: sample["__key__"] in wanted)
         if plan.shuffle:
+            # the shard stage already shuffled globally; the buffer varies the order between epochs,
+            # and starting to yield at 1/8 full keeps the first batch from waiting on a full buffer
             buffer = max(1, min(self.cfg.shuffle_buffer, end - start))
-            stream = stream.shuffle(buffer, initial=buffer, rng=random.Random(plan.seed))
+            stream = stream.shuffle(buffer, initial=max(1, buffer // 8), rng=random.Random(plan.seed))
         for sample in stream:
             ext = next(e for e in IMAGE_EXTS if e in sample)
             yield sample["__key__"], sample[ext], int(sample["cls"])
@@ -114,7 +116,8 @@ class ViewMaker:
         for offset, (key, data, label) in enumerate(samples):
             position = index * self.plan.batch_size + offset
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(views.derive_seed(self.plan.seed, position))
+                # the CPU generator alone: torch.manual_seed would also (lazily) seed every CUDA device
+                torch.default_generator.manual_seed(views.derive_seed(self.plan.seed, position))
                 made.append(self.sample(self.image(data), key, label))
         parts = {name: _stack([m[name] for m in made]) for name in made[0]}
         return views.assemble(self.plan.kind, parts)

@@ -79,10 +79,11 @@ def prepare(data: bytes) -> tuple[str, bytes]:
 
 def _prepare_jpeg(data: bytes) -> tuple[str, bytes]:
     components = jpeg_components(data)
-    # The scan data cannot contain FF D9 (0xFF is byte-stuffed), so a file that stops early has
-    # no end-of-image marker after its last start-of-scan; thumbnails sit before the first scan.
-    last_scan = data.rfind(b"\xff\xda")
-    if last_scan < 0 or data.rfind(b"\xff\xd9") < last_scan:
+    # Scan data cannot contain FF D9 or FF DA (0xFF is byte-stuffed), so a complete file has an
+    # end-of-image marker with no start-of-scan after it; a cut one has none, or only an earlier
+    # one (an EXIF thumbnail's). Searching from the end costs ~0.2 us; the last SOS, ~100 us.
+    last_end = data.rfind(b"\xff\xd9")
+    if last_end < 0 or data.find(b"\xff\xda", last_end) >= 0:
         raise BadImage("truncated JPEG (no end-of-image marker after the last scan)")
     if components in (1, 3):
         return "jpg", data

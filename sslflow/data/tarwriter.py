@@ -18,6 +18,7 @@ from sslflow.data.index import IndexEntry, format_index
 
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
+JOIN_BELOW = 16 * 1024
 
 
 def member_header(name: str, size: int) -> bytes:
@@ -77,22 +78,25 @@ class ShardWriter:
         self._index: list[list[IndexEntry]] = []
 
     def add(self, key: str, ext: str, image: bytes, label: int) -> None:
-        """Both members in one write (and one hash update): small PNG samples are call-bound."""
+        """Image member then label member. Small samples go in one write (and one hash update),
+        as they are call-bound; a large image is written as it is rather than copied into a join."""
         image_name, label_name, label_bytes = f"{key}.{ext}", f"{key}.cls", str(label).encode("ascii")
         image_at = self._offset + BLOCK
         label_at = image_at + len(image) + (-len(image) % BLOCK) + BLOCK
-        self._write(
-            b"".join(
-                (
-                    member_header(image_name, len(image)),
-                    image,
-                    b"\0" * (-len(image) % BLOCK),
-                    member_header(label_name, len(label_bytes)),
-                    label_bytes,
-                    b"\0" * (-len(label_bytes) % BLOCK),
-                )
+        tail = b"".join(
+            (
+                b"\0" * (-len(image) % BLOCK),
+                member_header(label_name, len(label_bytes)),
+                label_bytes,
+                b"\0" * (-len(label_bytes) % BLOCK),
             )
         )
+        if len(image) < JOIN_BELOW:
+            self._write(b"".join((member_header(image_name, len(image)), image, tail)))
+        else:
+            self._write(member_header(image_name, len(image)))
+            self._write(image)
+            self._write(tail)
         self._index.append(
             [IndexEntry(ext, image_at, len(image), image_name), IndexEntry("cls", label_at, len(label_bytes), label_name)]
         )

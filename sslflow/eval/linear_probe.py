@@ -151,13 +151,19 @@ def fit_torch(
     """Full-batch L-BFGS (strong Wolfe line search) in float32 on x's device.
 
     The loss and its gradient are accumulated over row chunks, so memory is
-    bounded by chunk_rows x classes, not by the whole set. ``init`` warm-starts
-    from a neighbouring L2 strength (the optimum is unique, only speed changes).
+    bounded by chunk_rows x classes, not by the whole set. The weight is held as
+    (classes, features) for F.linear, whose weight gradient is grad^T @ x: on CPU
+    several times faster than the x^T @ grad that a (features, classes) matmul needs.
+    ``init`` warm-starts from a neighbouring L2 strength (the optimum is unique,
+    only the number of iterations changes).
     """
     n, d = x.shape
     dev = x.device
-    weight = torch.zeros(d, n_classes, device=dev) if init is None else torch.as_tensor(init.weight, device=dev).clone()
-    bias = torch.zeros(n_classes, device=dev) if init is None else torch.as_tensor(init.bias, device=dev).clone()
+    if init is None:
+        weight, bias = torch.zeros(n_classes, d, device=dev), torch.zeros(n_classes, device=dev)
+    else:
+        weight = torch.as_tensor(init.weight.T, device=dev).contiguous()
+        bias = torch.as_tensor(init.bias, device=dev).clone()
     weight.requires_grad_(True)
     bias.requires_grad_(True)
     opt = torch.optim.LBFGS(
@@ -174,15 +180,16 @@ def fit_torch(
         opt.zero_grad()
         total = torch.zeros((), device=dev)
         for start in range(0, n, chunk_rows):
-            part = F.cross_entropy(x[start : start + chunk_rows] @ weight + bias, y[start : start + chunk_rows], reduction="sum")
-            (part / n).backward()
-            total += part.detach() / n
+            rows = slice(start, start + chunk_rows)
+            part = F.cross_entropy(F.linear(x[rows], weight, bias), y[rows], reduction="sum") / n
+            part.backward()
+            total += part.detach()
         penalty = 0.5 * l2 * (weight * weight).sum()
         penalty.backward()
         return total + penalty.detach()
 
     opt.step(closure)
-    return LinearModel(weight.detach().cpu().numpy(), bias.detach().cpu().numpy())
+    return LinearModel(weight.detach().T.contiguous().cpu().numpy(), bias.detach().cpu().numpy())
 
 
 def scores(model: LinearModel, x: np.ndarray | torch.Tensor, chunk_rows: int = 262144) -> torch.Tensor:

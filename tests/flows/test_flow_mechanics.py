@@ -4,14 +4,13 @@ fail with the stage's own error, resume from the failed stage."""
 import json
 import subprocess
 import sys
-import textwrap
 
 import pytest
-import yaml
-
 from sslflow import flows
 from sslflow.launch import LaunchCfg, stage_command
 from tests.flows.conftest import git_dvc_init
+from tests.flows.projects import runs_log as _runs
+from tests.flows.projects import write_project as _write_project
 
 PY = sys.executable
 
@@ -35,43 +34,6 @@ def test_grid_points_and_names():
     ]
     assert flows.experiment_name(points[0]) == "temperature-0.1_batch_size-128"
     assert flows.parse_grid(["a.b=1,2", "c=x"]) == {"a.b": [1, 2], "c": ["x"]}
-
-
-def _write_project(root, fail_on: str = ""):
-    """Three stages: make -> (left, right) -> join; each appends its name to runs.log when it runs."""
-    step = textwrap.dedent(
-        f"""\
-        import sys, pathlib
-        name, out, *ins = sys.argv[1:]
-        if name == {fail_on!r} and pathlib.Path('broken').exists():
-            print(f'{{name}}: data/broken.bin: bad input', file=sys.stderr); sys.exit(2)
-        text = ''.join(pathlib.Path(i).read_text() for i in ins) + name + '\\n'
-        pathlib.Path(out).write_text(text)
-        with open('runs.log', 'a') as log: log.write(name + '\\n')
-        """
-    )
-    (root / "step.py").write_text(step)
-    (root / "params.yaml").write_text(yaml.safe_dump({"launch": {"concurrency": 2, "retries": 1}}))
-    stage = lambda name, out, *ins: {  # noqa: E731
-        "cmd": f"{PY} step.py {name} {out} {' '.join(ins)}",
-        "deps": ["step.py", *ins],
-        "outs": [{out: {"cache": False}}],
-    }
-    dvc_yaml = {
-        "stages": {
-            "make": stage("make", "a.txt"),
-            "left": stage("left", "b.txt", "a.txt"),
-            "right": stage("right", "c.txt", "a.txt"),
-            "join": stage("join", "d.txt", "b.txt", "c.txt"),
-        }
-    }
-    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
-    (root / ".gitignore").write_text("runs.log\n")
-
-
-def _runs(root):
-    log = root / "runs.log"
-    return sorted(log.read_text().split()) if log.exists() else []
 
 
 def test_pipeline_runs_graph_then_skips_everything(tmp_path, monkeypatch):

@@ -1,0 +1,145 @@
+"""Time `sslflow shard` against `tar -cf` of the same image tree (the I/O bound for packing it).
+
+    python benchmarks/shard.py                      # build (once, cached) and time a 20,000-JPEG tree
+    python benchmarks/shard.py --tree DIR           # time an existing ROOT/{train,val}/<class>/ tree
+    python benchmarks/shard.py --images 50000 --repeat 3
+
+The generated tree is ImageFolder-shaped, with ImageNet-like JPEGs (500x375,
+~110 KB): a few dozen textured base images, each file made distinct by a JPEG
+comment segment, so building the tree costs seconds, not the hour that
+encoding 20,000 images would. Both timed commands read the same page-cached
+files and write an archive of the same size to the same file system: tar runs
+once first to warm the cache, `sync` runs (untimed) after each timed command,
+and each side's best of --repeat runs is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path("/tmp/sslflow-bench")
+BASES = 48
+CLASSES = 100
+
+
+def main() -> None:
+    args = parse_args()
+    tree = args.tree or build_tree(CACHE / f"tree-{args.images}", args.images)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    files, size = tree_stats(tree)
+    print(f"tree {tree}: {files} files, {size / 2**30:.2f} GiB")
+
+    project = make_project(work / "project", tree, args.shard_mb, args.workers)
+    archive = work / "tree.tar"
+    tar_cmd = ["tar", "-cf", str(archive), "-C", str(tree), "."]
+    shard_cmd = [str(Path(sys.executable).with_name("sslflow")), "shard"]
+
+    timed(tar_cmd, cleanup=lambda: archive.unlink())  # warm the page cache with the source
+    tar_times, shard_times = [], []
+    for _ in range(args.repeat):
+        tar_times.append(timed(tar_cmd, cleanup=lambda: archive.unlink()))
+        shard_times.append(timed(shard_cmd, cwd=project, cleanup=lambda: shutil.rmtree(project / "data")))
+    tar_s, shard_s = min(tar_times), min(shard_times)
+    print(f"tar -cf        : {tar_s:7.2f} s  ({size / tar_s / 2**20:6.0f} MiB/s)  runs {fmt(tar_times)}")
+    print(f"sslflow shard  : {shard_s:7.2f} s  ({size / shard_s / 2**20:6.0f} MiB/s)  runs {fmt(shard_times)}")
+    print(f"ratio shard/tar: {shard_s / tar_s:7.2f}  (target <= 1.5; {os.cpu_count()} cores)")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--tree", type=Path, help="existing imagefolder tree (default: generate one, cached in /tmp)")
+    parser.add_argument("--images", type=int, default=20_000, help="train images to generate (val adds 5%%)")
+    parser.add_argument("--work", default=str(CACHE / "work"), help="where the tar and the shards are written")
+    parser.add_argument("--shard-mb", type=float, default=256.0, help="data.shard_size_mb")
+    parser.add_argument("--workers", type=int, default=0, help="data.workers (0: all cores)")
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs of each; the best is reported")
+    return parser.parse_args()
+
+
+def timed(cmd: list[str], cwd: Path | None = None, cleanup=None) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    took = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr}")
+    subprocess.run(["sync"], check=True)
+    if cleanup is not None:
+        cleanup()
+    return took
+
+
+def fmt(times: list[float]) -> str:
+    return ", ".join(f"{t:.2f}" for t in times)
+
+
+def make_project(project: Path, tree: Path, shard_mb: float, workers: int) -> Path:
+    project.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(project / "data", ignore_errors=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"].update(
+        {"source": str(tree), "layout": "imagefolder", "class_names": None, "shard_size_mb": shard_mb, "workers": workers}
+    )
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return project
+
+
+def tree_stats(tree: Path) -> tuple[int, int]:
+    count = size = 0
+    for directory, _, names in os.walk(tree):
+        for name in names:
+            count += 1
+            size += os.stat(os.path.join(directory, name)).st_size
+    return count, size
+
+
+def build_tree(root: Path, images: int) -> Path:
+    """ROOT/{train,val}/cNNN/*.jpg, made once; a marker beside the tree says it is complete."""
+    done = root.with_name(root.name + ".complete")
+    if done.exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    bases = [base_jpeg(seed) for seed in range(BASES)]
+    counts = {"train": images, "val": max(CLASSES, images // 20)}
+    n = 0
+    for split, count in counts.items():
+        for i in range(count):
+            folder = root / split / f"c{i % CLASSES:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{split}_{i:07d}.jpg").write_bytes(with_comment(bases[n % BASES], f"{split} {i}"))
+            n += 1
+    done.touch()
+    return root
+
+
+def base_jpeg(seed: int) -> bytes:
+    """A 500x375 textured photo-like JPEG of ~110 KB at quality 85."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:375, 0:500]
+    image = rng.uniform(40, 200, 3) + 40 * np.sin(xx[..., None] / rng.uniform(5, 40, 3) + yy[..., None] / rng.uniform(5, 40, 3))
+    image = np.clip(image + rng.normal(0, 22, (375, 500, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def with_comment(jpeg: bytes, text: str) -> bytes:
+    """The same image with a COM segment after SOI: a distinct, valid file."""
+    payload = text.encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+if __name__ == "__main__":
+    main()
