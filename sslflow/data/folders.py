@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from sslflow.data.encode import BadImage, prepare
-from sslflow.data.records import Record, Source, make_key
+from sslflow.data.records import Record, Source, make_key, without_suffix
 from sslflow.errors import UserError
 
 
@@ -22,10 +22,11 @@ class FileImages:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._root = str(root)  # a str join per sample: pathlib costs more than reading a small file
 
     def sample(self, ref: str) -> tuple[str, bytes]:
         try:
-            with open(self.root / ref, "rb") as fh:
+            with open(os.path.join(self._root, ref), "rb", buffering=0) as fh:
                 data = fh.read()
         except OSError as exc:
             raise BadImage(f"cannot read ({exc.strerror or exc})") from None
@@ -83,11 +84,12 @@ def class_files(root: Path, folder: Path) -> list[tuple[str, int]]:
 
 def _walk(root: Path, folder: Path) -> list[tuple[str, int]]:
     files = []
+    cut = len(str(root)) + 1  # entry paths start with root/: slicing beats Path.relative_to per file
     for entry in list_dir(folder):
         if entry.is_dir():
             files += _walk(root, Path(entry.path))
         else:
-            files.append((Path(entry.path).relative_to(root).as_posix(), entry_size(entry)))
+            files.append((entry.path[cut:].replace(os.sep, "/"), entry_size(entry)))
     return files
 
 
@@ -111,9 +113,8 @@ def _check_known(found: list[str], classes: list[str], directory: Path) -> None:
 
 
 def _folder_key(rel: str, split: str) -> str:
-    """class/sub/name.ext under the split -> class_sub_name (the class keeps equal names apart)."""
-    within = Path(rel).relative_to(split)
-    return make_key(within.with_suffix("").as_posix())
+    """split/class/sub/name.ext -> class_sub_name (the class keeps equal names apart)."""
+    return make_key(without_suffix(rel[len(split) + 1 :]))
 
 
 def list_dir(directory: Path) -> list[os.DirEntry]:

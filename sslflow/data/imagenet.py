@@ -14,7 +14,7 @@ import csv
 from pathlib import Path
 
 from sslflow.data.folders import FileImages, class_files, class_folders, entry_size, keyed_records, list_dir, split_dir
-from sslflow.data.records import Source, make_key
+from sslflow.data.records import Source, make_key, without_suffix
 from sslflow.errors import UserError
 
 CSV_NAME = "LOC_val_solution.csv"
@@ -23,7 +23,7 @@ CSV_HEADER = ["ImageId", "PredictionString"]
 
 def key_of_file_name(name: str) -> str:
     """n01440764_10026.JPEG -> n01440764_10026 (the key `shard` gives that image)."""
-    return make_key(Path(name).stem)
+    return make_key(without_suffix(name.rpartition("/")[2]))
 
 
 def open_imagenet(root: Path, val_labels: Path | None) -> Source:

@@ -19,6 +19,7 @@ from sslflow.data.index import IndexEntry, format_index
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
 JOIN_BELOW = 16 * 1024
+FLUSH_AT = 1 << 20
 
 
 def member_header(name: str, size: int) -> bytes:
@@ -72,7 +73,10 @@ class ShardWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._file = open(self.path, "wb", buffering=1 << 20)
+        # unbuffered: large images go straight to the kernel (a buffered file would copy them
+        # once more); small pieces are gathered in `_pending` and written a megabyte at a time
+        self._file = open(self.path, "wb", buffering=0)
+        self._pending = bytearray()
         self._hash = hashlib.sha256()
         self._offset = 0
         self._index: list[list[IndexEntry]] = []
@@ -106,6 +110,7 @@ class ShardWriter:
         end = 2 * BLOCK
         end += -(self._offset + end) % RECORD
         self._write(b"\0" * end)
+        self._flush()
         self._file.close()
         self.path.with_suffix(".idx").write_text(format_index(self._index))
         return ShardInfo(self.path.name, len(self._index), self._hash.hexdigest(), self._offset)
@@ -114,6 +119,22 @@ class ShardWriter:
         self._file.close()
 
     def _write(self, data: bytes) -> None:
-        self._file.write(data)
         self._hash.update(data)
         self._offset += len(data)
+        if len(data) < JOIN_BELOW:
+            self._pending += data
+            if len(self._pending) >= FLUSH_AT:
+                self._flush()
+        else:
+            self._flush()
+            self._write_all(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._write_all(self._pending)
+            self._pending.clear()
+
+    def _write_all(self, data) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self._file.write(view) :]

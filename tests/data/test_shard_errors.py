@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_project, write_idx
-from imagetrees import jpeg_bytes, make_imagefolder, make_imagenet, png_bytes, write
+from tests.conftest import make_project, write_idx
+from tests.data.imagetrees import jpeg_bytes, make_imagefolder, make_imagenet, png_bytes, write
 
 SSLFLOW = str(Path(sys.executable).with_name("sslflow"))
 FOLDER = {"layout": "imagefolder", "class_names": None}

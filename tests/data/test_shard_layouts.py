@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_project, shard_in
-from imagetrees import jpeg_bytes, make_imagefolder, make_imagenet, png_bytes, write
+from tests.conftest import make_project, shard_in
+from tests.data.imagetrees import jpeg_bytes, make_imagefolder, make_imagenet, png_bytes, write
 from sslflow.data.read import iter_samples, read_subset, shard_files
 from sslflow.errors import UserError
 

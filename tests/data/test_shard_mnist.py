@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import read_idx, shard_in, make_project
+from tests.conftest import read_idx, shard_in, make_project
 from sslflow.data.manifest import load_manifest
 from sslflow.data.read import iter_samples, read_subset, shard_files
 from sslflow.data.tarwriter import tarfile_header

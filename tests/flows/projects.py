@@ -43,3 +43,24 @@ def write_project(root, fail_on: str = ""):
 def runs_log(root):
     log = root / "runs.log"
     return sorted(log.read_text().split()) if log.exists() else []
+
+
+def write_param_project(root):
+    """One stage that reads params.yaml: score = x * y, written as a DVC metric."""
+    (root / "score.py").write_text(
+        "import json, yaml\n"
+        "p = yaml.safe_load(open('params.yaml'))['toy']\n"
+        "json.dump({'score': p['x'] * p['y']}, open('score.json', 'w'))\n"
+    )
+    (root / "params.yaml").write_text(yaml.safe_dump({"toy": {"x": 1, "y": 10}}))
+    dvc_yaml = {
+        "stages": {
+            "score": {
+                "cmd": f"{PY} score.py",
+                "deps": ["score.py"],
+                "params": ["toy"],
+                "metrics": [{"score.json": {"cache": False}}],
+            }
+        }
+    }
+    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))

@@ -10,6 +10,7 @@ from sslflow import flows
 from sslflow.launch import LaunchCfg, stage_command
 from tests.flows.conftest import git_dvc_init
 from tests.flows.projects import runs_log as _runs
+from tests.flows.projects import write_param_project
 from tests.flows.projects import write_project as _write_project
 
 PY = sys.executable
@@ -72,3 +73,21 @@ def test_failed_stage_fails_flow_with_its_error_and_rerun_resumes(tmp_path, monk
     (tmp_path / "broken").unlink()
     result = flows.pipeline()
     assert result == {"make": "skipped", "left": "skipped", "right": "ran", "join": "ran"}
+
+
+def test_sweep_runs_one_experiment_per_point(tmp_path, monkeypatch):
+    git_dvc_init(tmp_path)
+    write_param_project(tmp_path)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "commit", "-qm", "toy"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+
+    rows = flows.sweep(grid={"toy.x": [2, 3]}, name="x")
+
+    by_name = {row["name"]: row for row in rows}
+    assert set(by_name) == {"x-2", "x-3"}
+    for name, x in (("x-2", 2), ("x-3", 3)):
+        assert by_name[name]["params"]["params.yaml"]["toy"] == {"x": x, "y": 10}
+        assert by_name[name]["metrics"]["score.json"] == {"score": x * 10}
+    shown = subprocess.run([PY, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True)
+    assert "x-2" in shown.stdout and "x-3" in shown.stdout
