@@ -41,8 +41,14 @@ def coin(p: float):
     return fn.cast(fn.random.coin_flip(probability=p), dtype=types.BOOL)
 
 
+def sometimes(p: float):
+    """The condition of an op applied with probability p: plain True at p = 1, so no split and merge is paid."""
+    return True if p >= 1 else coin(p)
+
+
 def uniform(low: float, high: float):
-    return fn.random.uniform(range=[low, high])
+    """Per-sample uniform in [low, high); a constant when the range is a point (DALI refuses empty ranges)."""
+    return fn.random.uniform(range=[low, high]) if high > low else float(low)
 
 
 def random_resized_crop(x, op: S.RandomResizedCrop, f: Frame):
@@ -66,7 +72,7 @@ def color_jitter(x, op: S.ColorJitter, f: Frame):
     DALI's argument inputs live on the CPU, so on the GPU the pivot is the
     dataset mean (the normalisation mean) instead of a per-image reduction.
     """
-    if coin(op.p):
+    if sometimes(op.p):
         brightness = uniform(max(0.0, 1 - op.brightness), 1 + op.brightness)
         contrast = uniform(max(0.0, 1 - op.contrast), 1 + op.contrast)
         x = fn.brightness_contrast(x, brightness=brightness, contrast=contrast, contrast_center=_pivot(x, f))
@@ -85,21 +91,48 @@ def _pivot(x, f: Frame):
 
 
 def grayscale(x, op: S.Grayscale, f: Frame):
-    """ITU-R 601 luma in every channel (what torchvision's rgb_to_grayscale computes); grey input is left as is."""
-    if f.channels == 3 and coin(op.p):
-        x = fn.hsv(x, saturation=0.0)
+    """ITU-R 601 luma in every channel (torchvision's rgb_to_grayscale); grey input is left as is.
+
+    Through a grey round trip rather than fn.hsv(saturation=0): the same pixels at a tenth of the CPU cost.
+    """
+    if f.channels == 3 and sometimes(op.p):
+        grey = fn.color_space_conversion(x, image_type=types.RGB, output_type=types.GRAY)
+        x = fn.color_space_conversion(grey, image_type=types.GRAY, output_type=types.RGB)
     return x
 
 
 def gaussian_blur(x, op: S.GaussianBlur, f: Frame):
-    if coin(op.p):
-        x = fn.gaussian_blur(x, window_size=op.window(f.size), sigma=uniform(*op.sigma))
+    if sometimes(op.p):
+        x = separable_gaussian(x, uniform(*op.sigma), op.window(f.size), f)
     return x
+
+
+def gaussian_taps(sigma, window: int):
+    """Per-sample normalised 1-D Gaussian of `window` taps: exp(-d^2 / 2 sigma^2), d the offset from the centre.
+
+    The kernel torchvision's GaussianBlur builds, so both backends blur alike.
+    """
+    half = (window - 1) / 2
+    exponents = fn.constant(fdata=[-0.5 * (i - half) ** 2 for i in range(window)], shape=[window])
+    taps = dmath.exp(exponents / (sigma * sigma))
+    return taps / fn.reductions.sum(taps)
+
+
+def separable_gaussian(x, sigma, window: int, f: Frame):
+    """A row pass then a column pass of fn.filter, mirrored at the borders (reflect_101, as torch's reflect pad).
+
+    On the CPU this is about 9x cheaper than fn.gaussian_blur at a 23-tap window;
+    the intermediate is rounded to uint8 (at most half a level).
+    """
+    taps = gaussian_taps(sigma, window)
+    row = _on(fn.reshape(taps, shape=[1, window]), f)
+    column = _on(fn.reshape(taps, shape=[window, 1]), f)
+    return fn.filter(fn.filter(x, row, border="reflect_101"), column, border="reflect_101")
 
 
 def rotate(x, op: S.Rotate, f: Frame):
     """Nearest-neighbour rotation by a multiple of 90 degrees of a square view: a pixel permutation."""
-    if coin(op.p):
+    if sometimes(op.p):
         angle = fn.random.uniform(values=[float(a) for a in op.angles])
         x = fn.rotate(x, angle=angle, interp_type=types.INTERP_NN, keep_size=True)
     return x
@@ -115,7 +148,7 @@ def rotate_by(x, quarter_turns: int):
 def cutout(x, op: S.Cutout, f: Frame):
     """A square of side size * view side at a uniform position, filled with the mean (0 once normalised)."""
     side = max(1, int(round(op.size * f.size)))
-    if coin(op.p):
+    if sometimes(op.p):
         top_left = fn.random.uniform(range=[0.0, float(f.size - side + 1)], shape=[2])
         x = fn.erase(
             x, anchor=dmath.floor(top_left), shape=[float(side), float(side)], axis_names="HW", fill_value=list(f.mean255)
@@ -124,14 +157,14 @@ def cutout(x, op: S.Cutout, f: Frame):
 
 
 def gaussian_noise(x, op: S.GaussianNoise, f: Frame):
-    if coin(op.p):
+    if sometimes(op.p):
         x = fn.noise.gaussian(x, stddev=255.0 * op.std)
     return x
 
 
 def sobel(x, op: S.Sobel, f: Frame):
     """Gradient magnitude of the luminance, scaled by 1/4 (the kernel's gain) into 0-255, in every channel."""
-    if coin(op.p):
+    if sometimes(op.p):
         x = sobel_magnitude(x, f)
     return x
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from nvidia.dali import Pipeline, fn, pipeline_def, types
+from nvidia.dali.backend import TensorListGPU
 from nvidia.dali.plugin.pytorch import feed_ndarray
 
 from sslflow.augment import dali_ops as ops
@@ -53,15 +54,15 @@ def _graph(plan: Plan, cfg: AugmentCfg):
         return _exemplar(images, cfg, frame) + (label,)
     if plan.kind in ("simclr", "supervised", "rotation"):
         view_ops = {"simclr": cfg.simclr.ops, "supervised": cfg.supervised.ops, "rotation": cfg.rotation.ops}[plan.kind]
-        copies = 2 if plan.kind == "simclr" else 1
-        made = [_augmented_view(encoded, view_ops, cfg, frame) for _ in range(copies)]
+        made = _views(encoded, view_ops, 2 if plan.kind == "simclr" else 1, cfg, frame)
         if plan.kind == "rotation":
             return tuple(ops.normalize(ops.rotate_by(made[0], k), frame) for k in range(4)) + (label,)
         return tuple(ops.normalize(v, frame) for v in made) + (label,)
-    images = _decode(encoded, frame)
+    images = _decode(encoded, cfg, frame)
     if plan.kind == "relpos":
         return _relpos(images, cfg, frame)
-    return _eval(images, cfg, frame), label, info
+    # keyed sources know their keys on the Python side; the reader reports each sample's member name
+    return (_eval(images, cfg, frame), label) + ((info,) if info is not None else ())
 
 
 def _frame(plan: Plan, cfg: AugmentCfg) -> ops.Frame:
@@ -75,17 +76,9 @@ def _frame(plan: Plan, cfg: AugmentCfg) -> ops.Frame:
 
 
 def _source(plan: Plan, cfg: AugmentCfg):
-    """(encoded or raw images, int label, source info or None) for the plan's selection."""
+    """(encoded or raw images, label, source info or None) for the plan's selection."""
     if plan.patches is not None or plan.positions is not None:
-        images, label = fn.external_source(
-            source=ExternalBatches(plan),
-            num_outputs=2,
-            batch=True,
-            batch_info=True,
-            dtype=[types.UINT8, types.INT64],
-            layout=["HWC" if plan.patches is not None else "", ""],
-        )
-        return images, label, None
+        return _indexed_source(plan)
     tars = shard_files(plan.shards_dir, plan.split)
     encoded, cls = fn.readers.webdataset(
         paths=[str(t) for t in tars],
@@ -104,32 +97,65 @@ def _source(plan: Plan, cfg: AugmentCfg):
     return encoded, fn.pad(cls, shape=[LABEL_BYTES], fill_value=0), info
 
 
-def _decode(encoded, frame: ops.Frame):
-    return fn.decoders.image(encoded, device=_decoder_device(frame), output_type=_colour(frame))
+def _indexed_source(plan: Plan):
+    """Keyed subsets (encoded bytes) and exemplar copies (HWC patches), batch by batch from Python."""
+    layout = "HWC" if plan.patches is not None else ""
+    if plan.kind == "relpos":  # the only view without labels
+        images = fn.external_source(
+            source=ExternalBatches(plan, False), batch=True, batch_info=True, dtype=types.UINT8, layout=layout
+        )
+        return images, None, None
+    images, labels = fn.external_source(
+        source=ExternalBatches(plan, True),
+        num_outputs=2,
+        batch=True,
+        batch_info=True,
+        dtype=[types.UINT8, types.INT64],
+        layout=[layout, ""],
+    )
+    return images, labels, None
 
 
-def _decoder_device(frame: ops.Frame) -> str:
-    return "mixed" if frame.device == "gpu" else "cpu"
+def _decode(encoded, cfg: AugmentCfg, frame: ops.Frame):
+    return _decoded(fn.decoders.image(encoded, output_type=_colour(frame), **_decoder(cfg, frame)), cfg, frame)
+
+
+def _decoder(cfg: AugmentCfg, frame: ops.Frame) -> dict:
+    """Decoder placement: CPU without a GPU; on a GPU, nvJPEG ('mixed') unless gpu_decode says cpu."""
+    if frame.device == "gpu" and cfg.gpu_decode == "mixed":
+        return {"device": "mixed", "hw_decoder_load": cfg.hw_decoder_load}
+    return {"device": "cpu"}
+
+
+def _decoded(images, cfg: AugmentCfg, frame: ops.Frame):
+    """Images for the augmentation ops: moved to the GPU when they were decoded on the CPU for a GPU pipeline."""
+    return images.gpu() if frame.device == "gpu" and cfg.gpu_decode == "cpu" else images
 
 
 def _colour(frame: ops.Frame):
     return types.GRAY if frame.channels == 1 else types.RGB
 
 
-def _augmented_view(encoded, view_ops: list, cfg: AugmentCfg, frame: ops.Frame):
-    """Decode and augment one view; with roi_decode, the crop is decoded directly (fewer pixels decoded)."""
+def _views(encoded, view_ops: list, copies: int, cfg: AugmentCfg, frame: ops.Frame) -> list:
+    """`copies` independent draws of `view_ops`: from one decode, or, with roi_decode, each from its own crop decode."""
     if cfg.roi_decode and view_ops and isinstance(view_ops[0], RandomResizedCrop):
-        crop = view_ops[0]
-        x = fn.decoders.image_random_crop(
-            encoded,
-            device=_decoder_device(frame),
-            output_type=_colour(frame),
-            random_area=list(crop.scale),
-            random_aspect_ratio=list(crop.ratio),
-            num_attempts=10,
-        )
-        return ops.apply_ops(ops.resize_to(x, frame.size), view_ops[1:], frame, resized=True)
-    return ops.apply_ops(_decode(encoded, frame), view_ops, frame)
+        return [_roi_view(encoded, view_ops, cfg, frame) for _ in range(copies)]
+    images = _decode(encoded, cfg, frame)
+    return [ops.apply_ops(images, view_ops, frame) for _ in range(copies)]
+
+
+def _roi_view(encoded, view_ops: list, cfg: AugmentCfg, frame: ops.Frame):
+    """Decode only a random crop (nvJPEG / libjpeg-turbo ROI decoding), then resize and run the other ops."""
+    crop = view_ops[0]
+    x = fn.decoders.image_random_crop(
+        encoded,
+        output_type=_colour(frame),
+        random_area=list(crop.scale),
+        random_aspect_ratio=list(crop.ratio),
+        num_attempts=10,
+        **_decoder(cfg, frame),
+    )
+    return ops.apply_ops(ops.resize_to(_decoded(x, cfg, frame), frame.size), view_ops[1:], frame, resized=True)
 
 
 def _exemplar(images, cfg: AugmentCfg, frame: ops.Frame):
@@ -165,7 +191,7 @@ def _relpos(images, cfg: AugmentCfg, frame: ops.Frame):
 def _chroma_treatment(x, rp, frame: ops.Frame):
     """Per patch: colour dropping with probability colour_drop, else green-magenta projection (colour only)."""
     if frame.channels == 3:
-        if ops.coin(rp.colour_drop):
+        if ops.sometimes(rp.colour_drop):
             x = ops.colour_drop(x, frame)
         elif rp.projection:
             x = ops.project_green_magenta(x, frame)
@@ -188,20 +214,24 @@ class ExternalBatches:
     cannot shift which samples a batch holds.
     """
 
-    def __init__(self, plan: Plan):
-        self.plan = plan
+    def __init__(self, plan: Plan, with_labels: bool):
+        self.plan, self.with_labels = plan, with_labels
 
-    def __call__(self, info) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        order = self.plan.order
-        chunk = order[info.iteration * self.plan.batch_size : (info.iteration + 1) * self.plan.batch_size]
+    def __call__(self, info):
+        size = self.plan.batch_size
+        chunk = self.plan.order[info.iteration * size : (info.iteration + 1) * size]
         if len(chunk) == 0:
             raise StopIteration
         if self.plan.patches is not None:
             n = len(self.plan.patches)
-            return [self.plan.patches[i % n] for i in chunk], [np.array(i % n, np.int64) for i in chunk]
-        cat = self.plan.catalogue
-        images = [np.frombuffer(cat.read_image(i), np.uint8) for i in chunk]
-        return images, [np.array(cat.read_label(i), np.int64) for i in chunk]
+            images, labels = [self.plan.patches[i % n] for i in chunk], [i % n for i in chunk]
+        else:
+            cat = self.plan.catalogue
+            images = [np.frombuffer(cat.read_image(i), np.uint8) for i in chunk]
+            labels = [cat.read_label(i) for i in chunk] if self.with_labels else []
+        if not self.with_labels:
+            return images
+        return images, [np.array(label, np.int64) for label in labels]
 
 
 class DaliLoader:
@@ -230,11 +260,11 @@ class DaliLoader:
         names = views.OUTPUTS[plan.kind]
         keep = min(plan.batch_size, plan.rank_count - index * plan.batch_size)
         parts = {}
-        for name, out in zip(names, outputs):
+        for position, name in enumerate(names):
             if name == "key":
-                parts[name] = self._keys(out, index, keep)
+                parts[name] = self._keys(outputs[position] if position < len(outputs) else None, index, keep)
             else:
-                parts[name] = _to_torch(out, plan.torch_device)[:keep]
+                parts[name] = _to_torch(outputs[position], plan.torch_device)[:keep]
         if "label" in parts and parts["label"].dtype == torch.uint8:
             parts["label"] = views.ascii_labels(parts["label"])
         for name in ("label", "target"):
@@ -252,8 +282,9 @@ class DaliLoader:
 
 
 def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
+    """Copy a DALI batch into a new torch tensor (DALI reuses its buffers), on the GPU when it is there."""
     dense = tensor_list.as_tensor()
-    target_device = device if isinstance(tensor_list, _GPU_LISTS) else torch.device("cpu")
+    target_device = device if isinstance(tensor_list, TensorListGPU) else torch.device("cpu")
     out = torch.empty(dense.shape(), dtype=_TORCH_TYPES[dense.dtype], device=target_device)
     stream = torch.cuda.current_stream(device) if target_device.type == "cuda" else None
     feed_ndarray(dense, out, cuda_stream=stream)
@@ -266,12 +297,3 @@ _TORCH_TYPES = {
     types.INT32: torch.int32,
     types.INT64: torch.int64,
 }
-
-
-def _gpu_lists():
-    from nvidia.dali.backend import TensorListGPU
-
-    return (TensorListGPU,)
-
-
-_GPU_LISTS = _gpu_lists()

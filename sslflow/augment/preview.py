@@ -15,7 +15,7 @@ import torch
 from sslflow import paths
 from sslflow.atomic import atomic_path
 from sslflow.augment.catalogue import load_catalogue
-from sslflow.augment.loader import make_loader
+from sslflow.augment.loader import make_loader, pick_backend
 from sslflow.augment.views import KINDS, NEIGHBOURS
 
 OUT_DIR = paths.REPORTS / "augment"
@@ -34,7 +34,7 @@ def run(params, kinds: str = ",".join(KINDS), rows: int = 8, views: int = 6) -> 
         grid, titles = GRIDS[kind](params, keys, views)
         path = OUT_DIR / f"{kind}.png"
         save_grid(grid, titles, path, params, kind)
-        print(f"{path}: {len(grid)} rows x {len(grid[0])} columns ({params.augment.backend} backend)")
+        print(f"{path}: {len(grid)} rows x {len(grid[0])} columns ({pick_backend(params.augment.backend)} backend)")
         written.append(path)
     return written
 
@@ -87,11 +87,9 @@ def rotation_grid(params, keys, views):
 def relpos_grid(params, keys, views):
     cols, titles = [_originals(params, keys)], ["source"]
     for batch in _epochs(params, "relpos", keys, max(1, views // 2)):
-        cols += [list(batch["center"]), list(batch["neighbour"])]
+        captioned = [(img, f"{t}: {_direction(t)}") for img, t in zip(batch["neighbour"], batch["target"].tolist())]
+        cols += [list(batch["center"]), captioned]
         titles += ["centre", "neighbour"]
-        targets = batch["target"].tolist()
-        titles[-1] = "neighbour"
-        cols[-1] = [(img, f"{t}: {_direction(t)}") for img, t in zip(cols[-1], targets)]
     return _rows(cols), titles
 
 

@@ -265,6 +265,10 @@ class AugmentCfg(Section):
     threads: int = Field(0, ge=0, description="DALI threads / DataLoader workers; 0 = all cores")
     prefetch: int = Field(2, gt=0, description="batches prepared ahead (DALI prefetch queue, DataLoader prefetch factor)")
     roi_decode: bool = Field(False, description="DALI: decode only the random crop (decoders.image_random_crop)")
+    gpu_decode: Literal["mixed", "cpu"] = Field(
+        "mixed", description="DALI on a GPU: decode with nvJPEG ('mixed') or on CPU threads, then augment on the GPU"
+    )
+    hw_decoder_load: float = Field(0.65, ge=0.0, le=1.0, description="DALI mixed decode: share for the hardware JPEG decoder")
     shuffle_buffer: int = Field(4096, gt=0, description="samples in the reader's shuffle buffer")
     simclr: SimclrView = SimclrView()
     rotation: RotationView = RotationView()

@@ -1,8 +1,16 @@
-"""A source, as the `data` params describe it, -> a complete shard directory (tars, indexes, subsets, manifest)."""
+"""A source, as the `data` params describe it, -> a complete shard directory (tars, indexes, subsets, manifest).
+
+Order of work: list the source (names and sizes only), plan the shards, write them in
+parallel, then the subsets and the manifest, which need the samples that survived
+(`on_bad_image: skip`). Scratch files (mnist-idx pixels) live in `.work` inside the
+output directory, so a failure anywhere leaves nothing behind once the caller's
+temporary directory is removed.
+"""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from sslflow.atomic import write_json
@@ -12,6 +20,7 @@ from sslflow.data.records import SPLITS, Source
 from sslflow.data.shards import ShardResult, ShardTask, plan_shards, shard_name, write_shards
 from sslflow.data.sources import open_source
 from sslflow.data.subsets import read_file_lists, sample_subsets, write_subsets
+from sslflow.data.tarwriter import ShardInfo
 
 WORK = ".work"
 
@@ -52,7 +61,7 @@ def _tasks(source: Source, cfg: DataCfg, out: Path) -> list[ShardTask]:
     return tasks
 
 
-def _drop_empty(results: list[ShardResult], directory: Path) -> list:
+def _drop_empty(results: list[ShardResult], directory: Path) -> list[ShardInfo]:
     """Shard infos in order; shards left empty by skipped images are removed and the rest renumbered."""
     infos = []
     for result in results:
@@ -65,7 +74,7 @@ def _drop_empty(results: list[ShardResult], directory: Path) -> list:
         if name != tar.name:
             tar.rename(directory / name)
             tar.with_suffix(".idx").rename((directory / name).with_suffix(".idx"))
-        infos.append(type(result.info)(name, result.info.samples, result.info.sha256, result.info.bytes))
+        infos.append(replace(result.info, name=name))
     return infos
 
 

@@ -43,10 +43,7 @@ def open_imagefolder(root: Path) -> Source:
         directory = split_dir(root, split)
         found = class_folders(directory)
         _check_known(found, classes, directory)
-        files = [
-            (label, rel, size) for name in found for label in [classes.index(name)]
-            for rel, size in class_files(root, directory / name)
-        ]
+        files = [(classes.index(name), rel, size) for name in found for rel, size in class_files(root, directory / name)]
         source.records[split] = keyed_records(files, lambda rel: _folder_key(rel, directory.name), root)
         source.readers[split] = FileImages(root)
     counts = ", ".join(f"{len(r)} {s}" for s, r in source.records.items())

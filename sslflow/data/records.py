@@ -4,12 +4,19 @@ A record is small (a key, a label, where the image is, how big it is) so a
 whole ImageNet split of them fits in memory while the images stream; the
 reader turns a record into the bytes stored in the shard, inside the worker
 processes.
+
+Sample keys name the source file so a key can be traced back: mnist-idx
+``train_000123`` (row 123), imagefolder the path under the split without its
+extension (``cat/sub/a.1.jpg`` -> ``cat_sub_a_1``), imagenet the file stem
+(``n01440764_10026``). Characters other than letters, digits, '_' and '-'
+become '_' (WebDataset splits a member name at its first dot), and two files
+that end up with one key are refused.
 """
 
 from __future__ import annotations
 
-import re
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -33,7 +40,7 @@ class Reader(Protocol):
         """(extension, bytes) to store; raises encode.BadImage with the reason."""
 
     def describe(self, ref: str | int) -> str:
-        """The file (and row) a ref stands for, for messages and the manifest's skip list."""
+        """The file (and row) a ref stands for, for messages (the skip list keeps the ref: a path under the source)."""
 
 
 @dataclass

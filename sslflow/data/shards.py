@@ -9,9 +9,10 @@ and the source alone, whatever the number of processes or their timing.
 from __future__ import annotations
 
 import multiprocessing as mp
+from multiprocessing.connection import wait
 import os
 import signal
-import threading
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def write_shard(task: ShardTask, progress=None) -> ShardResult:
 def write_shards(tasks: list[ShardTask], workers: int, show_progress: bool = True) -> list[ShardResult]:
     """All tasks, over `workers` processes (1: in this process); results in task order."""
     total = sum(len(t.records) for t in tasks)
-    workers = max(1, min(workers or (os.cpu_count() or 1), len(tasks)))
+    workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(tasks)))
     bar = tqdm(total=total, unit="img", desc="shard", disable=None if show_progress else True, smoothing=0.05)
     try:
         if workers == 1:
@@ -115,44 +116,71 @@ def write_shards(tasks: list[ShardTask], workers: int, show_progress: bool = Tru
     return sorted(results, key=lambda r: order[(r.split, r.index)])
 
 
-_counter = None
-
-
-def _init_worker(counter) -> None:
-    global _counter
-    _counter = counter
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it removes the temp dir)
-
-
-def _count(n: int) -> None:
-    with _counter.get_lock():
-        _counter.value += n
-
-
-def _write_in_worker(task: ShardTask) -> ShardResult:
-    return write_shard(task, _count)
-
-
 def _write_parallel(tasks: list[ShardTask], workers: int, bar: tqdm) -> list[ShardResult]:
-    # fork: workers start in milliseconds and inherit the imported modules; readers memory-map their
-    # files by path, so nothing large is shared by inheritance.
-    ctx = mp.get_context("fork")
-    counter = ctx.Value("q", 0)
-    stop = threading.Event()
+    """Hand out shards one at a time over a pipe per worker; the parent alone schedules.
 
-    def follow() -> None:
-        while not stop.wait(0.2):
-            bar.update(counter.value - bar.n)
-
-    # largest shards first, so the last to finish are small
-    queue = sorted(tasks, key=lambda t: -sum(r.size for r in t.records))
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(counter,)) as pool:
-        watcher = threading.Thread(target=follow, daemon=True)
-        watcher.start()
-        try:
-            results = list(pool.imap_unordered(_write_in_worker, queue))
-        finally:
-            stop.set()
-            watcher.join()
-    bar.update(counter.value - bar.n)
+    No queue or lock is shared with the workers, so on an error or Ctrl-C the parent can kill
+    them outright without deadlocking on a lock a killed worker held (as Pool.terminate can).
+    Progress comes from one counter slot per worker, each written by its worker only.
+    """
+    ctx = mp.get_context("fork")  # starts in milliseconds; readers map their files by path
+    counts = ctx.Array("q", workers, lock=False)
+    pending = sorted(tasks, key=lambda t: -sum(r.size for r in t.records))  # largest first
+    processes, busy, results = [], [], []
+    try:
+        for slot in range(workers):
+            parent, child = ctx.Pipe()
+            process = ctx.Process(target=_worker, args=(child, slot, counts), daemon=True)
+            process.start()
+            child.close()
+            processes.append(process)
+            parent.send(pending.pop(0))
+            busy.append(parent)
+        while busy:
+            ready = wait(busy, timeout=0.2)
+            bar.update(sum(counts) - bar.n)
+            for conn in ready:
+                results.append(_receive(conn))
+                if pending:
+                    conn.send(pending.pop(0))
+                else:
+                    conn.send(None)
+                    busy.remove(conn)
+    finally:
+        for process in processes:
+            if process.is_alive() and busy:  # an error or Ctrl-C: stop the others now
+                process.kill()
+            process.join()
+    bar.update(sum(counts) - bar.n)
     return results
+
+
+def _receive(conn) -> ShardResult:
+    try:
+        ok, payload = conn.recv()
+    except EOFError:
+        raise RuntimeError("a shard worker process died") from None
+    if not ok:
+        raise payload
+    return payload
+
+
+def _worker(conn, slot: int, counts) -> None:
+    """Write the shards the parent sends until it sends None; report an exception and stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's (it removes the temp dir)
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        counts[slot] = done
+
+    while (task := conn.recv()) is not None:
+        try:
+            conn.send((True, write_shard(task, progress)))
+        except UserError as exc:
+            conn.send((False, exc))
+            return
+        except BaseException:
+            conn.send((False, RuntimeError(f"writing {task.path.name}:\n{traceback.format_exc()}")))
+            return

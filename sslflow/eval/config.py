@@ -20,7 +20,10 @@ class ExtractCfg(Section):
     batch_size: int = Field(512, gt=0, description="images per forward pass")
     dtype: Literal["float32", "float16"] = Field("float32", description="stored feature type (float16 halves ImageNet's files)")
     head_layers: int = Field(
-        0, ge=0, description="take features after this many projection-head layers (SimCLRv2: 1); 0 = the backbone output"
+        0,
+        ge=0,
+        description="take features after this many projection-head layers (SimCLRv2: 1) where the head has more; "
+        "0 = the backbone output",
     )
 
 
@@ -32,10 +35,10 @@ class LinearCfg(Section):
     )
     sklearn_max_rows: int = Field(20000, gt=0, description="auto picks scikit-learn up to this many train rows on CPU")
     l2_grid: list[float] = Field(
-        [1e-5, 1e-4, 1e-3, 1e-2], min_length=1, description="L2 strengths tried (penalty l2/2 |W|^2 on the mean loss)"
+        [1e-5, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1, description="L2 strengths tried (penalty l2/2 |W|^2 on the mean loss)"
     )
     holdout: float = Field(0.1, gt=0, lt=1, description="share of train held out to choose the L2 strength (never val)")
-    max_iter: int = Field(200, gt=0, description="L-BFGS iterations per fit")
+    max_iter: int = Field(100, gt=0, description="L-BFGS iterations per fit")
     tol: float = Field(1e-5, gt=0, description="L-BFGS gradient tolerance")
     chunk_rows: int = Field(262144, gt=0, description="torch: rows per forward chunk (bounds GPU memory)")
 
@@ -48,11 +51,17 @@ class LinearCfg(Section):
 
 
 class FinetuneCfg(Section):
-    """Fine-tuning the whole encoder on a labelled subset with crop + flip only (SimCLR appendix B.5)."""
+    """Fine-tuning the whole encoder on a labelled subset with crop + flip only (SimCLR appendix B.5).
+
+    The class defaults are SimCLR's settings; params.yaml's CPU profile turns
+    fine-tuning off, since training and scoring a network per method and
+    fraction does not fit the default run's few minutes on 2 cores.
+    """
 
     enabled: bool = True
-    epochs: dict[Fraction, int] = Field({"1pct": 30, "10pct": 6}, description="epochs over the subset, per fraction")
-    batch_size: int = Field(64, gt=0)
+    epochs: dict[Fraction, int] = Field({"1pct": 60, "10pct": 30}, description="epochs over the subset, per fraction (SimCLR's)")
+    batch_size: int = Field(64, gt=0, description="capped at the subset's size")
+    eval_batch_size: int = Field(512, gt=0, description="images per forward pass when scoring val")
     lr: float = Field(0.05, gt=0, description="Nesterov SGD learning rate per 256 images (SimCLR: 0.05 x B/256)")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, description="SimCLR fine-tunes without regularisation")

@@ -17,6 +17,11 @@ import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """bf16 embeddings (autocast) are compared in float32: the softmax over 2N logits needs the mantissa."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate `x` from all ranks in rank order, keeping the autograd graph (identity when not distributed)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -46,7 +51,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: bool
     if gather:
         z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    z = F.normalize(_at_least_float32(torch.cat([z1, z2])), dim=1)
     logits = (z @ z.T) / temperature
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
@@ -77,8 +82,8 @@ def info_nce_with_queue(
     targets = torch.arange(n_local, device=q1.device) + rank * n_local
     losses, hits = [], []
     for q, k in ((q1, k2), (q2, k1)):
-        q = F.normalize(q.float(), dim=1)
-        candidates = torch.cat([F.normalize(k.float(), dim=1), queue.float()])
+        q = F.normalize(_at_least_float32(q), dim=1)
+        candidates = torch.cat([F.normalize(_at_least_float32(k), dim=1), queue.to(q.dtype)])
         logits = q @ candidates.T / temperature
         losses.append(F.cross_entropy(logits, targets))
         hits.append((logits.argmax(dim=1) == targets).float().mean())

@@ -34,7 +34,10 @@ class Backbone(ResNet):
             self.conv1 = nn.Conv2d(in_channels, stem, 7, stride=2, padding=3, bias=False)
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.bn1 = nn.BatchNorm2d(stem)
-        self.out_dim = self._scaled(512) * block.expansion
+        # Small images: a global pool throws away where things are, which a linear probe on a
+        # 28 px garment needs; pooling to 2x2 keeps a coarse layout (features x4).
+        self.avgpool = nn.AdaptiveAvgPool2d(cfg.pool)
+        self.out_dim = self._scaled(512) * block.expansion * cfg.pool**2
         self.fc = nn.Identity()
         if cfg.zero_init_residual:
             for m in self.modules():
@@ -63,6 +66,8 @@ def describe(cfg: ModelCfg) -> str:
     extras = [] if cfg.width == 1 else [f"{cfg.width:g}x"]
     if cfg.small_stem:
         extras.append("small stem" + (f" /{cfg.stem_stride}" if cfg.stem_stride != 1 else ""))
+    if cfg.pool != 1:
+        extras.append(f"{cfg.pool}x{cfg.pool} pool")
     return f"{name} ({', '.join(extras)})" if extras else name
 
 

@@ -6,7 +6,6 @@ With --verify, re-read the existing shards and check them against the manifest i
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from sslflow import paths

@@ -1,7 +1,7 @@
 """The `train` (the shared loop) and `pretrain` (the methods) sections of params.yaml.
 
 Each method's section may override the loop's schedule keys (epochs,
-batch_size, optimizer, lr, weight_decay, warmup_epochs): the methods share one
+max_steps, batch_size, optimizer, lr, weight_decay, warmup_epochs): the methods share one
 loop but not one budget. dvc.yaml makes each pretrain stage depend on
 `pretrain.<method>`, so every method has a section, even an empty one.
 """
@@ -33,6 +33,7 @@ class KnnCfg(Section):
 
 class TrainCfg(Section):
     epochs: int = Field(1, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="stop (and end the schedule) here; null = epochs x batches per epoch")
     batch_size: int = Field(256, gt=0, description="global batch (images) across all ranks")
     optimizer: Optimizer = "lars"
     lr: float = Field(0.3, gt=0, description="base learning rate per 256 images (see lr_scaling)")
@@ -56,6 +57,7 @@ class Overrides(Section):
     """Per-method replacements of `train` keys (null = use train's)."""
 
     epochs: int | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, gt=0)
     batch_size: int | None = Field(None, gt=0)
     optimizer: Optimizer | None = None
     lr: float | None = Field(None, gt=0)

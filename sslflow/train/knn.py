@@ -7,7 +7,6 @@ votes for its label with weight exp(sim / t).
 
 from __future__ import annotations
 
-import itertools
 from typing import Iterable
 
 import torch
@@ -57,10 +56,13 @@ def knn_predict(
     return torch.cat(predictions)
 
 
-def knn_top1(train: tuple[torch.Tensor, torch.Tensor], query: tuple[torch.Tensor, torch.Tensor], k: int, temperature: float, num_classes: int) -> float:
+def knn_top1(
+    train: tuple[torch.Tensor, torch.Tensor],
+    query: tuple[torch.Tensor, torch.Tensor],
+    k: int,
+    temperature: float,
+    num_classes: int,
+) -> float:
     predicted = knn_predict(train[0], train[1], query[0], k, temperature, num_classes)
     return (predicted == query[1]).float().mean().item()
 
-
-def take(iterable: Iterable, n: int) -> list:
-    return list(itertools.islice(iterable, n))

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import make_project, write_idx
+from sslflow.data.read import shard_files
+from sslflow.data.verify import verify_shards
+from tests.conftest import make_project, shard_in, write_idx
 from tests.data.imagetrees import jpeg_bytes, make_imagefolder, make_imagenet, png_bytes, write
 
 SSLFLOW = str(Path(sys.executable).with_name("sslflow"))
@@ -31,8 +35,6 @@ def assert_refused(project: Path, pattern: str) -> None:
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("sslflow shard: error: ")
-    import re
-
     assert re.search(pattern, lines[-1]), lines[-1]
     assert not (project / "data/shards").exists()
     leftovers = list((project / "data").glob(".*")) if (project / "data").exists() else []
@@ -169,3 +171,29 @@ def test_failed_run_keeps_previous_shards(tmp_path):
     after = {p: p.read_bytes() for p in (project / "data/shards").rglob("*") if p.is_file()}
     assert after == before
     assert [p.name for p in (project / "data").iterdir()] == ["shards"]
+
+
+@pytest.mark.slow
+def test_interrupt_leaves_nothing_behind(tmp_path):
+    """Ctrl-C while the workers write: exit 130, no shard directory and no temp directory."""
+    project = make_project(tmp_path / "p", {"workers": 2})  # the full Fashion-MNIST: seconds of work
+    process = subprocess.Popen([SSLFLOW, "shard"], cwd=project, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list((project / "data").glob(".shards.tmp-*/train/shard-*.tar")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "sslflow shard: interrupted" in stderr
+    assert list((project / "data").iterdir()) == []
+
+
+def test_skip_that_empties_a_shard_renumbers_the_rest(tmp_path):
+    root, project = folder_project(tmp_path, on_bad_image="skip", shard_size_mb=0.001)  # one sample a shard
+    write(root / "train/cat/zero.jpg", b"")
+    manifest = shard_in(project)
+    shards = manifest["splits"]["train"]["shards"]
+    assert [s["name"] for s in shards] == [f"shard-{i:06d}.tar" for i in range(9)]
+    assert [p.name for p in shard_files(project / "data/shards", "train")] == [s["name"] for s in shards]
+    assert manifest["skipped"] == [{"file": "train/cat/zero.jpg", "reason": "empty file"}]
+    verify_shards(project / "data/shards")

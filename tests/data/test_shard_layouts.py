@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections import Counter
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +38,12 @@ def by_bytes(samples) -> dict[bytes, tuple[str, str, int]]:
 
 def test_imagefolder_stores_files_byte_for_byte(tmp_path):
     root = make_imagefolder(tmp_path / "src")
+    write(root / "train/cat/sub/deep.name.jpg", jpeg_bytes(99))  # sub-folders belong to their class
     project = make_project(tmp_path / "p", {"source": str(root), **FOLDER_LAYOUT})
     manifest = shard_in(project)
     assert manifest["classes"] == ["cat", "dog", "fox"]
     assert manifest["channels"] == 3 and manifest["image_size"] is None
-    assert manifest["splits"]["train"]["per_class"] == {"cat": 6, "dog": 6, "fox": 6}
+    assert manifest["splits"]["train"]["per_class"] == {"cat": 7, "dog": 6, "fox": 6}
     for split in ("train", "val"):
         stored = by_bytes(iter_samples(project / "data/shards", split))
         files = source_files(root, split)
@@ -51,7 +52,20 @@ def test_imagefolder_stores_files_byte_for_byte(tmp_path):
             key, ext, label = stored[data]
             assert label == manifest["classes"].index(folder)
             assert ext == ("png" if rel.endswith(".png") else "jpg")
-            assert key == rel.rsplit(".", 1)[0].replace("/", "_")
+            assert key == rel.rsplit(".", 1)[0].replace("/", "_").replace(".", "_")
+
+
+def test_index_of_jpg_and_png_shards_equals_wds2idx(tmp_path):
+    import subprocess
+
+    root = make_imagefolder(tmp_path / "src")
+    project = make_project(tmp_path / "p", {"source": str(root), **FOLDER_LAYOUT})
+    shard_in(project)
+    for split in ("train", "val"):
+        for tar in shard_files(project / "data/shards", split):
+            out = tmp_path / f"{split}-{tar.stem}.idx"
+            subprocess.run([str(Path(sys.executable).with_name("wds2idx")), str(tar), str(out)], check=True, capture_output=True)
+            assert tar.with_suffix(".idx").read_bytes() == out.read_bytes()
 
 
 def test_imagenet_flat_val_with_csv(tmp_path):
@@ -101,6 +115,21 @@ def test_imagenet_published_subset_lists(tmp_path):
     (tmp_path / "1pct.txt").write_text("n01440764_99999.JPEG\n")
     with pytest.raises(UserError, match=r"1pct.txt:1: n01440764_99999.JPEG is not a train image"):
         shard_in(project)
+
+
+def test_published_list_naming_a_skipped_image(tmp_path):
+    root = make_imagenet(tmp_path / "src", train_per_class=4)
+    bad = root / "train/n01443537/n01443537_10002.JPEG"
+    bad.write_bytes(bad.read_bytes()[:-300])
+    names = ["n01440764_10000.JPEG", "n01443537_10002.JPEG"]
+    files = {name: str(write(tmp_path / f"{name}.txt", "\n".join(names).encode())) for name in ("1pct", "10pct")}
+    data = {"source": str(root), **IMAGENET_LAYOUT, "on_bad_image": "skip", "subsets": {"seed": 0, "files": files}}
+    manifest = shard_in(make_project(tmp_path / "p", data))
+    assert manifest["skipped"] == [
+        {"file": "train/n01443537/n01443537_10002.JPEG", "reason": "truncated JPEG (no end-of-image marker after the last scan)"}
+    ]
+    assert manifest["subsets"] == {"1pct": 1, "10pct": 1}
+    assert manifest["splits"]["train"]["count"] == 11
 
 
 def test_png_named_jpeg_is_stored_as_png_and_cmyk_converted(tmp_path):

@@ -8,16 +8,17 @@ import json
 import subprocess
 import tarfile
 from collections import Counter
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import read_idx, shard_in, make_project
+from tests.conftest import make_project, read_idx, shard_in
 from sslflow.data.manifest import load_manifest
 from sslflow.data.read import iter_samples, read_subset, shard_files
-from sslflow.data.tarwriter import tarfile_header
+from sslflow.data.tarwriter import member_header, tarfile_header
 from sslflow.errors import UserError
 
 FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -106,7 +107,7 @@ def test_dali_reads_the_same_samples(tiny_project):
 def test_index_equals_wds2idx(tiny_project, tmp_path):
     for tar in shard_files(tiny_project / "data/shards", "train")[:2] + shard_files(tiny_project / "data/shards", "val"):
         out = tmp_path / (tar.parent.name + tar.stem + ".idx")
-        subprocess.run(["wds2idx", str(tar), str(out)], check=True, capture_output=True)
+        subprocess.run([str(Path(sys.executable).with_name("wds2idx")), str(tar), str(out)], check=True, capture_output=True)
         assert tar.with_suffix(".idx").read_bytes() == out.read_bytes()
 
 
@@ -125,8 +126,6 @@ def test_tar_is_what_tarfile_writes_with_fixed_metadata(tiny_project, tmp_path):
 def test_member_header_matches_tarfile():
     for name in ["a.cls", "train_000001.png", "x" * 96 + ".jpg"]:
         for size in [0, 1, 511, 512, 513, 123456789]:
-            from sslflow.data.tarwriter import member_header
-
             assert member_header(name, size) == tarfile_header(name, size)
 
 

@@ -1,0 +1,1 @@
+"""Throughput benchmarks (`sslflow bench ...`): measured on the current machine, printed, optionally saved."""

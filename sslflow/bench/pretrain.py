@@ -1,0 +1,216 @@
+"""Pretraining step throughput: the compute ceiling against the step fed by the real loader.
+
+    sslflow bench pretrain                                  # this params file: its model, views and shards
+    sslflow bench pretrain --arch resnet50 --size 224 --batch 256 --compile   # the GPU measurement
+
+In one process, on one model and batch size: (1) the training step on
+synthetic tensors already on the device (the ceiling), (2) the same step fed
+by `make_loader` from shards, (3) the loader alone. If (2) is close to (1), the
+data pipeline is not what the model waits for. images/s counts source images
+(a SimCLR image is two views). At a size other than the params file's, the
+views follow the ImageNet recipe on generated ILSVRC-sized JPEG shards (see
+`sslflow bench loader`) unless --shards is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see sslflow/stages/pretrain.py
+
+from sslflow import paths  # noqa: E402
+from sslflow.atomic import write_json  # noqa: E402
+from sslflow.errors import UserError  # noqa: E402
+
+METHODS = ("simclr", "simclr_v2", "rotation", "relpos", "exemplar", "supervised")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", default="simclr", choices=METHODS)
+    parser.add_argument("--arch", default=None, help="resnet18 | resnet34 | resnet50 (default: model.arch)")
+    parser.add_argument("--width", type=float, default=None, help="width multiplier (default: model.width)")
+    parser.add_argument("--size", type=int, default=None, help="view side (default: augment.size)")
+    parser.add_argument("--batch", type=int, default=None, help="images per step (default: 256 on GPU, 64 on CPU)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default: 50 GPU, 5 CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 10 GPU, 2 CPU)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved ceiling/fed repetitions; medians reported")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the step's model")
+    parser.add_argument("--shards", type=Path, default=None, help="shards dir (default: data/shards, or generated JPEGs with --size)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result to this JSON file")
+
+
+def run(
+    params,
+    method: str = "simclr",
+    arch: str | None = None,
+    width: float | None = None,
+    size: int | None = None,
+    batch: int | None = None,
+    steps: int | None = None,
+    warmup: int | None = None,
+    rounds: int = 3,
+    compile: bool = False,
+    shards: Path | None = None,
+    json: Path | None = None,
+) -> dict:
+    import torch
+
+    from sslflow.bench.loader import _bench_params, _cwd, _shards
+    from sslflow.train.distributed import pick_device
+
+    device = pick_device(params.train.device)
+    gpu = device.type == "cuda"
+    batch = batch or (256 if gpu else 64)
+    steps = steps or (50 if gpu else 5)
+    warmup = warmup if warmup is not None else (10 if gpu else 2)
+    if min(batch, steps, rounds) < 1 or warmup < 0:
+        raise UserError("--batch, --steps and --rounds must be >= 1, --warmup >= 0")
+    bench_params = _with_model(_bench_params(params, size), arch, width, compile)
+    with _shards(size, shards, images=max(4 * batch * (warmup + steps), 1536)) as (shards_dir, workdir), _cwd(workdir):
+        bench = StepBench(bench_params, method, device, batch, shards_dir)
+        # interleaved, so that a change in the machine's load hits both alike
+        ceiling, fed = [], []
+        for _ in range(rounds):
+            ceiling.append(bench.synthetic(warmup, steps))
+            fed.append(bench.fed(warmup, steps))
+        result = {
+            "device": torch.cuda.get_device_name(device) if gpu else f"cpu ({os.cpu_count()} cores)",
+            "method": method,
+            "backbone": bench.backbone_name,
+            "size": bench_params.augment.size,
+            "batch": batch,
+            "bf16": bench.bf16,
+            "channels_last": bench_params.train.channels_last,
+            "compile": compile,
+            "synthetic_images_per_s": _median(ceiling),
+            "loader_fed_images_per_s": _median(fed),
+            "rounds": {"synthetic": ceiling, "fed": fed},
+            "loader_images_per_s": bench.loader_alone(warmup, steps),
+            "gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if gpu else None,
+        }
+    result["ratio"] = round(result["loader_fed_images_per_s"] / result["synthetic_images_per_s"], 4)
+    _print(result)
+    if json is not None:
+        write_json(json, result)
+    return result
+
+
+def _with_model(params, arch: str | None, width: float | None, compile: bool):
+    """The params file's model and loop settings with the command line's replacements."""
+    model = params.model.model_copy(
+        update={
+            "arch": arch or params.model.arch,
+            "width": width or params.model.width,
+            "small_stem": params.augment.size <= 96,
+        }
+    )
+    train = params.train.model_copy(update={"compile": compile})
+    return params.model_copy(update={"model": model, "train": train})
+
+
+class StepBench:
+    """One model, optimizer and batch size; three timings."""
+
+    def __init__(self, params, method: str, device, batch: int, shards_dir: Path) -> None:
+        import torch
+
+        from sslflow.augment.loader import in_channels
+        from sslflow.data.manifest import load_manifest
+        from sslflow.methods.registry import build_method
+        from sslflow.models.backbone import describe
+        from sslflow.train.optim import build_optimizer, scaled_lr
+
+        self.params, self.device, self.batch, self.shards_dir = params, device, batch, shards_dir
+        self.gpu = device.type == "cuda"
+        self.bf16 = params.train.precision == "bf16" or (params.train.precision == "auto" and self.gpu)
+        manifest = load_manifest(shards_dir)
+        torch.manual_seed(params.seed)
+        self.method = build_method(method, params, in_channels(params, shards_dir), len(manifest["classes"]))
+        self.method.to(device)
+        if params.train.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        self.net = torch.compile(self.method) if params.train.compile else self.method
+        self.optimizer = build_optimizer(self.method, params.train, scaled_lr(params.train, batch))
+        self.backbone_name = describe(params.model)
+        self._example = None
+
+    def loader(self):
+        from sslflow.augment.loader import make_loader
+
+        return make_loader(
+            self.params, kind=self.method.kind, batch_size=self.batch, device=self.device, shards_dir=self.shards_dir
+        )
+
+    def _step(self, batch: dict) -> None:
+        from sslflow.train.loop import to_device, train_step
+
+        train_step(self.net, self.method, to_device(batch, self.device, self.params.train.channels_last), self.optimizer, None, self.bf16)
+
+    def _sync(self) -> None:
+        import torch
+
+        if self.gpu:
+            torch.cuda.synchronize(self.device)
+
+    def _timed(self, batches, warmup: int, steps: int, work) -> float:
+        """images/s over `steps` calls of `work` after `warmup` untimed ones."""
+        iterator = iter(batches)
+        for _ in range(warmup):
+            work(next(iterator))
+        self._sync()
+        images, start = 0, time.perf_counter()
+        for _ in range(steps):
+            batch = next(iterator, None)
+            if batch is None:
+                raise UserError(f"{self.shards_dir}: too few batches of {self.batch} for --warmup + --steps")
+            work(batch)
+            images += self.method.batch_images(batch)
+        self._sync()
+        return round(images / (time.perf_counter() - start), 1)
+
+    def synthetic(self, warmup: int, steps: int) -> float:
+        """The ceiling: one real batch's shapes, random values generated once on the device."""
+        import torch
+
+        from sslflow.train.loop import to_device
+
+        if self._example is None:
+            example = to_device(next(iter(self.loader())), self.device, self.params.train.channels_last)
+            self._example = {
+                k: (torch.randn_like(v) if v.is_floating_point() else v.clone()) if isinstance(v, torch.Tensor) else v
+                for k, v in example.items()
+            }
+        return self._timed(_repeat(self._example), warmup, steps, self._step)
+
+    def fed(self, warmup: int, steps: int) -> float:
+        return self._timed(self.loader(), warmup, steps, self._step)
+
+    def loader_alone(self, warmup: int, steps: int) -> float:
+        return self._timed(self.loader(), warmup, max(steps, 10), lambda batch: None)
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def _repeat(batch: dict):
+    while True:
+        yield batch
+
+
+def _print(r: dict) -> None:
+    print(
+        f"{r['device']} | {r['method']} {r['backbone']} | {r['size']} px | batch {r['batch']} | "
+        f"bf16 {'on' if r['bf16'] else 'off'} | channels_last {'on' if r['channels_last'] else 'off'} | "
+        f"compile {'on' if r['compile'] else 'off'}"
+    )
+    print(f"  medians of {len(r['rounds']['fed'])} interleaved rounds")
+    print(f"  step on synthetic tensors (ceiling) {r['synthetic_images_per_s']:>10.1f} images/s")
+    print(f"  step fed by the loader from shards  {r['loader_fed_images_per_s']:>10.1f} images/s")
+    print(f"  ratio fed / ceiling                 {r['ratio']:>10.3f}")
+    print(f"  loader alone                        {r['loader_images_per_s']:>10.1f} images/s")
+    if r["gpu_memory_gib"] is not None:
+        print(f"  GPU memory (peak allocated)         {r['gpu_memory_gib']:>10.2f} GiB")

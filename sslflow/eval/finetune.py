@@ -1,0 +1,104 @@
+"""Fine-tuning a pretrained encoder on a labelled subset, and scoring any classifier on val.
+
+SimCLR (appendix B.5) fine-tunes the whole network with Nesterov SGD, lr
+0.05 x B/256, no weight decay, crop + flip as the only augmentation. SimCLRv2
+fine-tunes from the first layer of its 3-layer projection head rather than from
+the backbone output. The same loop trains a `random_init` encoder, which makes
+it the supervised baseline trained from scratch on the subset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from sslflow.eval.linear_probe import topk_accuracy
+
+# epoch -> that epoch's batches (a fresh, deterministically shuffled loader)
+Batches = Callable[[int], Iterable[dict]]
+# (model, batch) -> scalar loss
+LossFn = Callable[[nn.Module, dict], torch.Tensor]
+
+
+def head_layers_for(setting: str | int, info: dict) -> int:
+    """'auto': keep the first head layer when the projection head has 3 layers (SimCLRv2), else none."""
+    if setting != "auto":
+        return int(setting)
+    head_cfg = info.get("head_cfg")
+    return 1 if head_cfg and head_cfg.get("layers") == 3 else 0
+
+
+def build_classifier(encoder_path: Path | str, *, head_layers: int, n_classes: int, device: str) -> nn.Module:
+    """encoder (+ head layers) followed by a new linear layer, every parameter trainable."""
+    from sslflow.models.encoder import load_encoder
+
+    encoder, info = load_encoder(encoder_path, head_layers=head_layers, device=device)
+    encoder.requires_grad_(True)
+    fc = nn.Linear(info["out_dim"], n_classes)
+    nn.init.normal_(fc.weight, std=0.01)  # as SimCLR's supervised head: starts near uniform predictions
+    nn.init.zeros_(fc.bias)
+    return nn.Sequential(encoder, fc).to(device)
+
+
+def cross_entropy_loss(device: str) -> LossFn:
+    """The fine-tuning loss: cross-entropy against the subset's labels."""
+
+    def loss(model: nn.Module, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(model(batch["image"].to(device)), batch["label"].to(device))
+
+    return loss
+
+
+def train(
+    model: nn.Module,
+    batches: Batches,
+    loss_fn: LossFn,
+    *,
+    epochs: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    desc: str,
+) -> list[float]:
+    """Nesterov SGD with a per-step cosine decay to zero; returns the mean loss of each epoch."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
+    first = batches(0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * len(first)))
+    losses = []
+    for epoch in range(epochs):
+        model.train()
+        total, steps = 0.0, 0
+        for batch in tqdm(first if epoch == 0 else batches(epoch), desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=None, leave=False):
+            loss = loss_fn(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, steps = total + loss.item(), steps + 1
+        losses.append(total / max(1, steps))
+    model.eval()
+    return losses
+
+
+def predict(model: nn.Module, batches: Iterable[dict], device: str, desc: str = "predict") -> tuple[torch.Tensor, np.ndarray]:
+    """(logits, labels) over every batch, model in eval mode (BN running statistics)."""
+    model.eval()
+    logits, labels = [], []
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc=desc, disable=None, leave=False):
+            logits.append(model(batch["image"].to(device)).float().cpu())
+            labels.append(batch["label"].cpu())
+    return torch.cat(logits), torch.cat(labels).numpy()
+
+
+def evaluate(model: nn.Module, batches: Iterable[dict], device: str, desc: str = "val") -> tuple[float, float]:
+    """Top-1 and top-5 of a classifier over an eval loader."""
+    logits, labels = predict(model, batches, device, desc)
+    return topk_accuracy(logits, labels, 1), topk_accuracy(logits, labels, 5)

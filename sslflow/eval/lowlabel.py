@@ -1,0 +1,136 @@
+"""The 1% / 10% label protocol for one method and one label subset.
+
+Three classifiers, each scored on the whole val split:
+- linear: the linear probe on the subset's rows of the frozen train features;
+- finetune: the encoder fine-tuned on the subset (crop + flip only), none for
+  raw pixels; from a random_init encoder this is supervised training from
+  scratch on the subset, the papers' "supervised baseline";
+- distill (optional): a student of the same architecture taught by the
+  fine-tuned model's soft labels on all train images (SimCLRv2).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from sslflow import paths
+from sslflow.eval.features import FeatureSet
+from sslflow.eval.finetune import Batches, build_classifier, cross_entropy_loss, evaluate, head_layers_for, train
+from sslflow.eval.linear_probe import linear_probe
+
+NO_FINETUNE = ("raw_pixels",)  # a flatten "encoder" has no weights to tune
+
+
+def empty_result() -> dict:
+    """Every key of a fraction's entry in lowlabel.json; null until that classifier has run."""
+    return {key: None for key in ("linear_top1", "linear_top5", "finetune_top1", "finetune_top5", "distill_top1", "distill_top5")}
+
+
+def probe_subset(params, train: FeatureSet, val: FeatureSet, rows: np.ndarray, n_classes: int) -> dict:
+    """Linear probe trained on the subset's rows only (L2 chosen on a held-out slice of the subset)."""
+    cfg = params.eval.linear
+    result = linear_probe(
+        train.features[rows],
+        train.labels[rows],
+        val.features,
+        val.labels,
+        n_classes=n_classes,
+        l2_grid=cfg.l2_grid,
+        holdout=cfg.holdout,
+        backend=cfg.backend,
+        sklearn_max_rows=cfg.sklearn_max_rows,
+        max_iter=cfg.max_iter,
+        tol=cfg.tol,
+        chunk_rows=cfg.chunk_rows,
+        seed=params.seed,
+    )
+    return {"linear_top1": result.top1, "linear_top5": result.top5, "linear_l2": result.l2}
+
+
+def train_batches(params, *, keys: Sequence[str] | None, batch_size: int, device: str) -> Batches:
+    """epoch -> crop + flip batches of the train split (restricted to `keys` when given)."""
+    from sslflow.augment.loader import make_loader
+
+    keyset = None if keys is None else set(keys)
+
+    def batches(epoch: int):
+        return make_loader(
+            params, kind="supervised", split="train", batch_size=batch_size, epoch=epoch, keys=keyset, device=device
+        )
+
+    return batches
+
+
+def val_batches(params, device: str):
+    """Every val image once, eval view (resize + centre crop)."""
+    from sslflow.augment.loader import make_loader
+
+    cfg = params.eval.lowlabel.finetune
+    return make_loader(
+        params, kind="eval", split="val", batch_size=cfg.eval_batch_size, shuffle=False, drop_last=False, device=device
+    )
+
+
+def finetune_subset(params, method: str, fraction: str, keys: Sequence[str], n_classes: int, device: str):
+    """Fine-tune the method's encoder on the subset; return (model, head_layers used, top-1, top-5 on val)."""
+    from sslflow.models.encoder import read_encoder
+
+    cfg = params.eval.lowlabel.finetune
+    head_layers = head_layers_for(cfg.head_layers, read_encoder(paths.encoder(method)))
+    model = build_classifier(paths.encoder(method), head_layers=head_layers, n_classes=n_classes, device=device)
+    batch_size = min(cfg.batch_size, len(keys))
+    train(
+        model,
+        train_batches(params, keys=keys, batch_size=batch_size, device=device),
+        cross_entropy_loss(device),
+        epochs=cfg.epochs[fraction],
+        lr=cfg.lr * batch_size / 256,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        desc=f"{method} fine-tune {fraction}",
+    )
+    top1, top5 = evaluate(model, val_batches(params, device), device, desc=f"{method} {fraction} val")
+    return model, head_layers, top1, top5
+
+
+def distill_student(params, method: str, teacher, head_layers: int, n_classes: int, fraction: str, device: str):
+    """Train a student (same architecture, from the pretrained encoder) on the teacher's soft labels; top-1, top-5."""
+    from sslflow.eval.distill import distillation_loss
+
+    cfg = params.eval.lowlabel.distill
+    momentum = params.eval.lowlabel.finetune.momentum
+    student = build_classifier(paths.encoder(method), head_layers=head_layers, n_classes=n_classes, device=device)
+    train(
+        student,
+        train_batches(params, keys=None, batch_size=cfg.batch_size, device=device),
+        distillation_loss(teacher, cfg.temperature, device),
+        epochs=cfg.epochs,
+        lr=cfg.lr * cfg.batch_size / 256,
+        momentum=momentum,
+        weight_decay=0.0,
+        desc=f"{method} distill {fraction}",
+    )
+    return evaluate(student, val_batches(params, device), device, desc=f"{method} {fraction} student val")
+
+
+def evaluate_fraction(
+    params, method: str, fraction: str, keys: Sequence[str], train_set: FeatureSet, val_set: FeatureSet, n_classes: int, device: str
+) -> dict:
+    """All classifiers of one label fraction, as the fraction's entry of lowlabel.json."""
+    result = empty_result()
+    result["n_labels"] = len(keys)
+    rows = train_set.rows(keys, paths.features(method, "train"))
+    result.update(probe_subset(params, train_set, val_set, rows, n_classes))
+    cfg = params.eval.lowlabel
+    if not cfg.finetune.enabled or method in NO_FINETUNE:
+        return result
+    teacher, head_layers, result["finetune_top1"], result["finetune_top5"] = finetune_subset(
+        params, method, fraction, keys, n_classes, device
+    )
+    if cfg.distill.enabled:
+        result["distill_top1"], result["distill_top5"] = distill_student(
+            params, method, teacher, head_layers, n_classes, fraction, device
+        )
+    return result

@@ -1,0 +1,89 @@
+"""Reading each method's metrics files into one record, and the summary.json rows made from it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sslflow import paths
+from sslflow.errors import UserError
+
+CONTROLS = ("supervised", "random_init", "raw_pixels")  # rows that sit below the methods, in this order
+FRACTIONS = ("1pct", "10pct")
+
+
+@dataclass(frozen=True)
+class MethodResults:
+    """What the stages wrote for one method; None where a file is absent (the stage did not run)."""
+
+    method: str
+    pretrain: dict | None
+    linear: dict | None
+    lowlabel: dict | None
+
+    @property
+    def backbone(self) -> str | None:
+        return _first("backbone", self.pretrain, self.linear)
+
+    @property
+    def params_m(self) -> float | None:
+        return _first("params_m", self.pretrain, self.linear)
+
+    def linear_acc(self, k: int) -> float | None:
+        return (self.linear or {}).get(f"top{k}")
+
+    def lowlabel_acc(self, fraction: str, classifier: str, k: int) -> float | None:
+        """classifier: 'linear', 'finetune' or 'distill'."""
+        return ((self.lowlabel or {}).get(fraction) or {}).get(f"{classifier}_top{k}")
+
+
+def _first(key: str, *sources: dict | None):
+    for source in sources:
+        if source and source.get(key) is not None:
+            return source[key]
+    return None
+
+
+def read_json(path: Path) -> dict | None:
+    """A metrics file, or None when it does not exist; UserError naming it when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_results(method: str, metrics_dir: Path | str = paths.METRICS) -> MethodResults:
+    folder = Path(metrics_dir) / method
+    return MethodResults(
+        method=method,
+        pretrain=read_json(folder / "pretrain.json"),
+        linear=read_json(folder / "linear.json"),
+        lowlabel=read_json(folder / "lowlabel.json"),
+    )
+
+
+def ordered(methods: list[str]) -> list[str]:
+    """Methods in their params order, then the controls in CONTROLS order (as the tables print them)."""
+    return [m for m in methods if m not in CONTROLS] + [m for m in CONTROLS if m in methods]
+
+
+def summary_row(results: MethodResults) -> dict:
+    """One row of reports/summary.json (INTERFACE.md), plus the fine-tuned 1% / 10% top-1.
+
+    pct1_top1 / pct10_top1 are the linear probe on the subset, the number every
+    method and control has; the fine-tuned ones are null where fine-tuning did not run.
+    """
+    return {
+        "method": results.method,
+        "backbone": results.backbone,
+        "params_m": results.params_m,
+        "linear_top1": results.linear_acc(1),
+        "linear_top5": results.linear_acc(5),
+        "pct1_top1": results.lowlabel_acc("1pct", "linear", 1),
+        "pct10_top1": results.lowlabel_acc("10pct", "linear", 1),
+        "pct1_finetune_top1": results.lowlabel_acc("1pct", "finetune", 1),
+        "pct10_finetune_top1": results.lowlabel_acc("10pct", "finetune", 1),
+    }

@@ -1,0 +1,73 @@
+"""reports/: report.md, summary.json, the figures and the tables `dvc plots show` reads, in one go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sslflow import paths
+from sslflow.atomic import atomic_dir, write_json
+from sslflow.report.ablation import Experiment, ablation_figures
+from sslflow.report.collect import MethodResults, ordered, read_results, summary_row
+from sslflow.report.plots import LIVE_DIR, accuracy_figure, method_curves, training_curves_figure, write_accuracy_table, write_curve_tables
+from sslflow.report.tables import linear_table, lowlabel_table
+
+INTRO = """# Results
+
+Accuracies are percentages on the val split; "-" marks what was not run.
+Controls are computed by the same code on the same splits as the methods.
+"""
+
+LINEAR_TEXT = """## Linear evaluation
+
+The encoder is frozen; a multinomial logistic regression is trained on its
+standardised features with all train labels, its L2 strength chosen on a
+held-out slice of train (never on val).
+"""
+
+LOWLABEL_TEXT = """## Label fractions
+
+The same protocol with the nested, class-balanced 1% and 10% subsets of the
+train labels. *Supervised baseline* is the untrained encoder trained on the
+subset alone; the *Supervised* rows start from the encoder trained with all
+labels, an upper reference rather than a 1% / 10% result.
+"""
+
+
+def report_markdown(results: list[MethodResults], figures: list[tuple[str, str]], ablations: list[tuple[str, str]]) -> str:
+    """The whole report.md: intro, both tables, then the figures (paths relative to reports/)."""
+    parts = [INTRO, LINEAR_TEXT, linear_table(results), LOWLABEL_TEXT, lowlabel_table(results)]
+    if figures:
+        parts.append("## Plots\n\n" + "\n".join(f"![{caption}]({name})\n" for caption, name in figures))
+    if ablations:
+        parts.append(
+            "## Ablations\n\nFrom the `dvc exp` runs, each against the baseline commit:\n\n"
+            + "\n".join(f"![{caption}]({name})\n" for caption, name in ablations)
+        )
+    return "\n".join(parts)
+
+
+def build_report(
+    methods: list[str],
+    experiments: list[Experiment],
+    *,
+    metrics_dir: Path = paths.METRICS,
+    live_dir: Path = LIVE_DIR,
+    dest: Path = paths.REPORTS,
+) -> list[dict]:
+    """Write `dest` atomically (whole or not at all) and return the summary rows."""
+    results = [read_results(m, metrics_dir) for m in ordered(methods)]
+    rows = [summary_row(r) for r in results]
+    curves = method_curves(ordered(methods), live_dir)
+    with atomic_dir(dest) as tmp:
+        write_json(tmp / "summary.json", rows)
+        figures = [("Linear evaluation by label fraction", "plots/accuracy.png")]
+        accuracy_figure(results, tmp / "plots" / "accuracy.png")
+        write_accuracy_table(results, tmp / "accuracy.tsv")
+        write_curve_tables(curves, tmp / "curves")  # the folder exists even when empty: dvc.yaml plots it
+        if curves:
+            training_curves_figure(curves, tmp / "plots" / "training_curves.png")
+            figures.append(("Pretraining curves", "plots/training_curves.png"))
+        drawn = ablation_figures(experiments, tmp / "plots") if experiments else []
+        ablations = [(caption, f"plots/{name}") for caption, name in drawn]
+        (tmp / "report.md").write_text(report_markdown(results, figures, ablations))
+    return rows

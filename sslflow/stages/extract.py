@@ -1,0 +1,98 @@
+"""Run a method's frozen encoder over the train and val shards: data/features/<method>/{train,val}.npz.
+
+Eval views only (resize + centre crop), every sample once in shard order, on the
+GPU when there is one. The encoder's fingerprint goes into each file so the
+`linear` and `lowlabel` stages refuse features made by another encoder.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before torch loads OpenMP: idle threads sleep instead of spinning (as in the pretrain stage);
+# on 2 busy cores spinning makes each L-BFGS step or conv batch several times slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import time
+import typing
+
+import numpy as np
+
+from sslflow import paths
+from sslflow.params import Params
+from sslflow.train.config import MethodName
+
+SPLITS = ("train", "val")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", required=True, choices=typing.get_args(MethodName), help="whose encoder to run")
+
+
+def run(params: Params, method: str) -> dict[str, int]:
+    """Write both splits' features atomically (the folder appears whole or not at all); return rows per split."""
+    from sslflow.augment.loader import make_loader
+    from sslflow.atomic import atomic_dir
+    from sslflow.data.manifest import load_manifest
+    from sslflow.errors import UserError
+    from sslflow.eval.device import default_device
+    from sslflow.eval.features import FeatureSet, extract, save_features
+    from sslflow.models.encoder import load_encoder, read_encoder
+
+    cfg = params.eval.extract
+    device = default_device()
+    encoder_path = paths.encoder(method)
+    head_layers = usable_head_layers(cfg.head_layers, read_encoder(encoder_path).get("head_cfg"))
+    encoder, info = load_encoder(encoder_path, head_layers=head_layers, device=device)
+    if info["image_size"] != params.augment.size:
+        raise UserError(
+            f"{encoder_path}: trained on {info['image_size']} px views but augment.size is {params.augment.size} "
+            f"(rerun `sslflow pretrain --method {method}`)"
+        )
+    manifest = load_manifest(paths.SHARDS)
+    rows = {}
+    start = time.perf_counter()
+    with atomic_dir(paths.FEATURES / method) as tmp:
+        for split in SPLITS:
+            loader = make_loader(
+                params, kind="eval", split=split, batch_size=cfg.batch_size, shuffle=False, drop_last=False, device=device
+            )
+            features, labels, keys = extract(
+                encoder,
+                loader,
+                total=manifest["splits"][split]["count"],
+                device=device,
+                dtype=cfg.dtype,
+                desc=str(paths.shard_dir(split)),
+            )
+            save_features(
+                tmp / f"{split}.npz",
+                FeatureSet(
+                    features=features,
+                    labels=labels,
+                    keys=np.asarray(keys),
+                    fingerprint=info["fingerprint"],
+                    head_layers=head_layers,
+                    backbone=info.get("backbone_name") or info["model"]["arch"],
+                    params_m=float(info.get("params_m") or 0.0),
+                ),
+            )
+            rows[split] = len(labels)
+    took = time.perf_counter() - start
+    dim = features.shape[1]
+    where = f", after {head_layers} head layer(s)" if head_layers else ""
+    print(f"{paths.FEATURES / method}: train {rows['train']} x {dim}, val {rows['val']} x {dim}{where} on {device} ({took:.1f} s)")
+    return rows
+
+
+def usable_head_layers(requested: int, head_cfg: dict | None) -> int:
+    """eval.extract.head_layers where the encoder's projection head has that many hidden layers, else 0.
+
+    One setting serves every method: with head_layers 1, SimCLRv2 (3-layer head) and
+    SimCLR (2-layer head) give their first head layer, methods without a head their
+    backbone output.
+    """
+    if not requested or not head_cfg or head_cfg["layers"] <= requested:
+        return 0
+    return requested

@@ -1,0 +1,59 @@
+"""Linear evaluation: logistic regression on a method's frozen features -> metrics/<method>/linear.json.
+
+Top-1 / top-5 on val (fractions); the L2 strength is chosen on a held-out slice
+of train and the probe refit on all of train (see sslflow.eval.linear_probe).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before torch loads OpenMP: idle threads sleep instead of spinning (as in the pretrain stage);
+# on 2 busy cores spinning makes each L-BFGS step or conv batch several times slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import time
+import typing
+
+from sslflow import paths
+from sslflow.params import Params
+from sslflow.train.config import MethodName
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", required=True, choices=typing.get_args(MethodName), help="whose features to probe")
+
+
+def run(params: Params, method: str) -> dict:
+    """Probe the features, write the metrics file atomically and return what was written."""
+    from sslflow.atomic import write_json
+    from sslflow.eval.inputs import method_features, num_classes
+    from sslflow.eval.linear_probe import linear_probe
+
+    cfg = params.eval.linear
+    start = time.perf_counter()
+    train, val = method_features(method)
+    result = linear_probe(
+        train.features,
+        train.labels,
+        val.features,
+        val.labels,
+        n_classes=num_classes(train, val),
+        l2_grid=cfg.l2_grid,
+        holdout=cfg.holdout,
+        backend=cfg.backend,
+        sklearn_max_rows=cfg.sklearn_max_rows,
+        max_iter=cfg.max_iter,
+        tol=cfg.tol,
+        chunk_rows=cfg.chunk_rows,
+        seed=params.seed,
+    )
+    metrics = {**result.metrics(), "backbone": train.backbone, "params_m": train.params_m}
+    write_json(paths.metrics(method, "linear"), metrics)
+    took = time.perf_counter() - start
+    print(
+        f"{paths.metrics(method, 'linear')}: top-1 {100 * result.top1:.1f}, top-5 {100 * result.top5:.1f} "
+        f"(l2 {result.l2:g}, {result.n_train} x {result.n_features}, {result.backend}, {took:.1f} s)"
+    )
+    return metrics

@@ -1,0 +1,59 @@
+"""The 1% / 10% label protocol for one method -> metrics/<method>/lowlabel.json.
+
+Per label subset (data/shards/subsets/<fraction>.txt): a linear probe on the
+subset's frozen features, the encoder fine-tuned on the subset, and optionally a
+self-distilled student (sslflow.eval.lowlabel). Accuracies are fractions on val;
+a classifier that does not apply (raw pixels have nothing to fine-tune) is null.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before torch loads OpenMP: idle threads sleep instead of spinning (as in the pretrain stage);
+# on 2 busy cores spinning makes each L-BFGS step or conv batch several times slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import time
+import typing
+
+from sslflow import paths
+from sslflow.params import Params
+from sslflow.train.config import MethodName
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", required=True, choices=typing.get_args(MethodName), help="whose encoder to evaluate")
+
+
+def run(params: Params, method: str) -> dict:
+    """Evaluate every fraction in eval.lowlabel.fractions, write the metrics file atomically, return it."""
+    import torch
+
+    from sslflow.atomic import write_json
+    from sslflow.data.read import read_subset
+    from sslflow.eval.device import default_device
+    from sslflow.eval.inputs import method_features, num_classes
+    from sslflow.eval.lowlabel import evaluate_fraction
+
+    device = default_device()
+    train, val = method_features(method)
+    n_classes = num_classes(train, val)
+    metrics = {}
+    for fraction in params.eval.lowlabel.fractions:
+        start = time.perf_counter()
+        torch.manual_seed(params.seed)  # the new classifier layers start the same on every run
+        keys = read_subset(fraction, paths.SHARDS)
+        metrics[fraction] = evaluate_fraction(params, method, fraction, keys, train, val, n_classes, device)
+        print(f"{method} {fraction}: {_describe(metrics[fraction])} ({time.perf_counter() - start:.1f} s)")
+    write_json(paths.metrics(method, "lowlabel"), metrics)
+    return metrics
+
+
+def _describe(entry: dict) -> str:
+    parts = [f"{entry['n_labels']} labels"]
+    for name in ("linear", "finetune", "distill"):
+        if entry[f"{name}_top1"] is not None:
+            parts.append(f"{name} top-1 {100 * entry[f'{name}_top1']:.1f}")
+    return ", ".join(parts)

@@ -1,0 +1,28 @@
+"""The report: reports/report.md (SimCLR-style tables), reports/summary.json and plots, from metrics/.
+
+Ablation figures are drawn from `dvc exp show --json` when the project is a DVC
+repository with experiments (the stage is always rerun, since DVC cannot track
+experiments as a dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from sslflow import paths
+from sslflow.params import Params
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-experiments", action="store_true", help="skip `dvc exp show` (no ablation figures)")
+
+
+def run(params: Params, no_experiments: bool = False) -> list[dict]:
+    """Build reports/ atomically from the metrics of params.pretrain.methods; return summary.json's rows."""
+    from sslflow.report.ablation import gather_experiments
+    from sslflow.report.document import build_report
+
+    experiments = [] if no_experiments else gather_experiments(".")
+    rows = build_report(list(params.pretrain.methods), experiments)
+    print(f"{paths.REPORTS / 'report.md'}: {len(rows)} rows, {len(experiments)} experiment(s) read")
+    return rows

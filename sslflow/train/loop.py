@@ -1,0 +1,316 @@
+"""The one pretraining loop every method shares.
+
+One process, or one per device under `torchrun` (DDP; SyncBN on GPUs), bf16
+autocast and channels_last on GPUs, optional torch.compile, LARS/SGD/AdamW with
+linear warmup and cosine decay. Every `checkpoint_every` steps (and at the end,
+and on SIGTERM) the full state goes to models/<method>/last.pt; running the same
+command again continues from it, reading the loader from the same position, so
+on CPU a resumed run ends with the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sslflow import paths
+from sslflow.errors import UserError
+from sslflow.methods.base import Method
+from sslflow.methods.registry import build_method
+from sslflow.train import distributed as ddp
+from sslflow.train.checkpoint import config_hash, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sslflow.train.config import TrainCfg, method_train_cfg
+from sslflow.train.monitor import Monitor
+from sslflow.train.optim import build_optimizer, build_scheduler, scaled_lr
+
+PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a scheduler expects from a pre-empted job
+# train keys that change how a run is watched or executed, not what it computes: a checkpoint
+# written with other values of these still resumes
+OPERATIONAL = {"log_every", "checkpoint_every", "threads", "knn", "compile", "device"}
+
+
+class StopRequest:
+    """SIGTERM sets a flag; the loop checkpoints at the next step and exits (pre-emption)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+
+@dataclass
+class Position:
+    """Where training stands: the next batch to read is batch `step_in_epoch` of `epoch`."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+@dataclass
+class Result:
+    method: Method
+    in_channels: int
+    summary: dict
+
+
+def pretrain(params, method: str, *, fresh: bool = False) -> Result | None:
+    """Train `method` to the end (resuming from last.pt unless `fresh`); rank 0 gets the result, other ranks None."""
+    cfg = method_train_cfg(params.train, params.pretrain, method)
+    env = ddp.init_distributed(cfg.device)
+    try:
+        trainer = Trainer(params, method, cfg, env)
+        summary = trainer.run(fresh=fresh)
+        return Result(trainer.method, trainer.in_channels, summary) if env.is_main else None
+    finally:
+        ddp.shutdown()
+
+
+class Trainer:
+    def __init__(self, params, method: str, cfg: TrainCfg, env: ddp.DistEnv) -> None:
+        from sslflow.augment.loader import in_channels
+        from sslflow.data.manifest import load_manifest
+
+        self.params, self.name, self.cfg, self.env = params, method, cfg, env
+        key = f"pretrain.{method}.batch_size" if getattr(params.pretrain, method).batch_size else "train.batch_size"
+        self.local_batch = ddp.check_batch(cfg.batch_size, env.world_size, key)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.manifest = load_manifest()
+        self.in_channels = in_channels(params)
+        self.device = env.device
+        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        if self.bf16 and self.device.type == "cpu":
+            raise UserError("train.precision: bf16 autocast is for GPUs here; use auto or fp32 on CPU")
+        torch.manual_seed(params.seed)  # the same initial weights on every rank and every run
+        self.method: Method = build_method(method, params, self.in_channels, len(self.manifest["classes"]))
+        self.method.to(self.device)
+        if cfg.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        self.sync_bn = env.distributed and self.device.type == "cuda"  # SyncBatchNorm has no CPU kernel
+        if self.sync_bn:
+            self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+        self.run_id = config_hash(
+            params.seed,
+            params.augment.model_dump(),
+            params.model.model_dump(),
+            cfg.model_dump(exclude=OPERATIONAL),
+            getattr(params.pretrain, method).model_dump(),
+            [s["sha256"] for s in self.manifest["splits"]["train"]["shards"]],
+            _source_digest(),
+        )
+
+    # ---- set-up -------------------------------------------------------------------------
+
+    def loader(self, epoch: int, skip: int = 0):
+        from sslflow.augment.loader import make_loader
+
+        return make_loader(
+            self.params,
+            kind=self.method.kind,
+            split="train",
+            batch_size=self.local_batch,
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+            epoch=epoch,
+            skip_batches=skip,
+            device=self.device,
+        )
+
+    def wrap(self) -> nn.Module:
+        """What the step calls: DDP over the method when distributed, compiled if asked."""
+        net: nn.Module = self.method
+        if self.env.distributed:
+            net = nn.parallel.DistributedDataParallel(
+                net,
+                device_ids=[self.device] if self.device.type == "cuda" else None,
+                broadcast_buffers=not self.sync_bn,  # SyncBN keeps running stats equal already
+            )
+        if self.cfg.compile:
+            net = torch.compile(net)
+        return net
+
+    def restore(self, fresh: bool) -> dict | None:
+        """The checkpoint to continue from, if there is one written by this same run."""
+        path = paths.checkpoint(self.name)
+        state = None if fresh else load_checkpoint(path, self.device)
+        if state is not None and state.get("run_id") != self.run_id:
+            if self.env.is_main:
+                print(f"{path}: written with other params, data or code; starting over", file=sys.stderr)
+            state = None
+        if state is not None and state["world_size"] != self.env.world_size:
+            raise UserError(
+                f"{path}: written by {state['world_size']} process(es), now {self.env.world_size}; "
+                "rerun with the same number or delete it to start over"
+            )
+        step = ddp.broadcast_float(float(state["position"][2]) if state else -1.0, self.env)
+        if (state["position"][2] if state else -1) != step:
+            raise UserError(f"{path}: not the same on every node; put {paths.MODELS} on a shared filesystem")
+        return state
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def run(self, fresh: bool = False) -> dict:
+        state = self.restore(fresh)
+        pos = Position(*state["position"]) if state else Position()
+        loader = None if state else self.loader(0)
+        self.steps_per_epoch = state["steps_per_epoch"] if state else len(loader)
+        self.total_steps = self.steps_per_epoch * self.cfg.epochs
+        if self.cfg.max_steps:
+            self.total_steps = min(self.total_steps, self.cfg.max_steps)
+        total_steps = self.total_steps
+        warmup_steps = round(self.cfg.warmup_epochs * self.steps_per_epoch)
+        optimizer = build_optimizer(self.method, self.cfg, scaled_lr(self.cfg, self.cfg.batch_size))
+        scheduler = build_scheduler(optimizer, warmup_steps, total_steps)
+        monitor = Monitor(self, resume=state is not None)
+        if state:
+            self.method.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+            monitor.load_state(state["monitor"])
+        net = self.wrap()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        def checkpoint(done: bool = False) -> None:
+            if not self.env.is_main:
+                return
+            ends_epoch = pos.step_in_epoch == self.steps_per_epoch
+            save_checkpoint(
+                paths.checkpoint(self.name),
+                {
+                    "method": self.name,
+                    "run_id": self.run_id,
+                    "world_size": self.env.world_size,
+                    "position": [pos.epoch + 1, 0, pos.global_step] if ends_epoch else [pos.epoch, pos.step_in_epoch, pos.global_step],
+                    "steps_per_epoch": self.steps_per_epoch,
+                    "done": done,
+                    "model": self.method.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(),
+                    "monitor": monitor.state(),
+                },
+            )
+
+        bar = tqdm(
+            total=total_steps, initial=pos.global_step, desc=f"pretrain {self.name}", unit="step",
+            disable=None if self.env.is_main else True, dynamic_ncols=True,
+        )
+        with StopRequest() as stop, bar:
+            while pos.global_step < total_steps:
+                if loader is None:
+                    loader = self.loader(pos.epoch, pos.step_in_epoch)
+                monitor.start_window()
+                for batch in loader:
+                    loss, metrics, images = self.step(net, batch, optimizer, scheduler)
+                    pos.step_in_epoch += 1
+                    pos.global_step += 1
+                    monitor.update(loss, metrics, images)
+                    bar.update()
+                    if pos.global_step % self.cfg.log_every == 0 or self.step_ends_epoch(pos.global_step):
+                        bar.set_postfix(monitor.log(pos.global_step, scheduler.get_last_lr()[0]), refresh=False)
+                    if pos.global_step % self.cfg.checkpoint_every == 0:
+                        monitor.pause()
+                        checkpoint()
+                        monitor.resume()
+                    if self._should_stop(stop, pos):
+                        checkpoint()
+                        self._exit_preempted(pos)
+                    if pos.global_step == total_steps:
+                        break
+                loader = None
+                epoch_done = pos.step_in_epoch == self.steps_per_epoch
+                if epoch_done:
+                    pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+                every = self.cfg.knn.every_epochs
+                if pos.global_step == total_steps or (epoch_done and every and pos.epoch % every == 0):
+                    monitor.knn(pos.global_step)
+            if monitor.knn_step != total_steps:  # killed between the last step and its kNN
+                monitor.knn(total_steps)
+        if not (state and state["done"]):
+            checkpoint(done=True)
+        summary = monitor.summary(pos.global_step)
+        monitor.close()
+        return summary
+
+    def step_ends_epoch(self, global_step: int) -> bool:
+        """The last step of an epoch, or of a run that max_steps cuts short."""
+        return global_step % self.steps_per_epoch == 0 or global_step == self.total_steps
+
+    def _exit_preempted(self, pos: Position) -> None:
+        if self.env.is_main:
+            print(
+                f"pretrain {self.name}: stopped by SIGTERM at step {pos.global_step}; "
+                f"{paths.checkpoint(self.name)} saved, rerun the same command to resume",
+                file=sys.stderr,
+            )
+        raise SystemExit(PREEMPTED_EXIT)
+
+    def step(self, net: nn.Module, batch: dict, optimizer, scheduler) -> tuple[torch.Tensor, dict, int]:
+        batch = to_device(batch, self.device, self.cfg.channels_last)
+        loss, metrics = train_step(net, self.method, batch, optimizer, scheduler, self.bf16)
+        return loss, metrics, self.method.batch_images(batch)
+
+    def _should_stop(self, stop: StopRequest, pos: Position) -> bool:
+        """Single process: every step. Distributed: every log interval, agreed by all ranks."""
+        if not self.env.distributed:
+            return stop.requested
+        if pos.global_step % self.cfg.log_every:
+            return False
+        return ddp.any_rank(stop.requested, self.env)
+
+
+def _source_digest() -> str:
+    """The code a checkpoint was trained with (the packages dvc.yaml lists as pretrain deps)."""
+    root = Path(__file__).resolve().parents[1]
+    files = sorted(p for part in ("augment", "models", "methods", "train") for p in (root / part).rglob("*.py"))
+    return config_hash([(str(p.relative_to(root)), p.read_text()) for p in files])
+
+
+def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
+    """Tensors to the device (no-op when the loader already put them there), images channels_last if asked."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    moved = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if value.ndim == 4:
+                value = value.contiguous(memory_format=fmt)
+        moved[key] = value
+    return moved
+
+
+def train_step(net: nn.Module, method: Method, batch: dict, optimizer, scheduler, bf16: bool) -> tuple[torch.Tensor, dict]:
+    """One optimisation step: forward (bf16 autocast on GPUs), backward, update, schedule, momentum encoder."""
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+    with autocast:
+        loss, metrics = net(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    method.after_step()
+    return loss.detach(), metrics

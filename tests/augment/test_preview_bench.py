@@ -1,0 +1,67 @@
+"""`sslflow augment preview` writes one PNG grid per view; `sslflow bench loader` measures both backends."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sslflow.augment import preview
+from sslflow.bench import loader as bench
+from sslflow.data.manifest import load_manifest
+from sslflow.errors import UserError
+from tests.augment.conftest import params_in
+
+
+@pytest.fixture
+def scratch_project(tiny_project, tmp_path, monkeypatch):
+    """A writable project that reads the shared tiny shards."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "shards").symlink_to(tiny_project / "data" / "shards")
+    (tmp_path / "params.yaml").write_text((tiny_project / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_preview_writes_a_grid_per_kind(scratch_project, capsys):
+    params = params_in(scratch_project)
+    written = preview.run(params, kinds="simclr,rotation,relpos", rows=3, views=4)
+    assert [p.name for p in written] == ["simclr.png", "rotation.png", "relpos.png"]
+    widths = {}
+    for path in written:
+        image = np.asarray(Image.open(scratch_project / path))
+        assert image.ndim == 3 and image.shape[0] > 300 and image[..., :3].std() > 20  # drawn, not blank
+        widths[path.name] = image.shape[1]
+    assert widths["simclr.png"] > widths["rotation.png"]  # source + 4 views against 4 rotations
+    assert "reports/augment/simclr.png: 3 rows x 5 columns (dali backend)" in capsys.readouterr().out
+
+
+def test_bench_reports_images_per_second_of_both_backends(scratch_project, capsys):
+    params = params_in(scratch_project)
+    rows = bench.run(params, kinds="simclr,eval", backends="dali,torchvision", batch_size=50, seconds=0.2, warmup=1,
+                     json=scratch_project / "bench.json")
+    assert [(r["backend"], r["kind"]) for r in rows] == [("dali", "simclr"), ("dali", "eval"), ("torchvision", "simclr"), ("torchvision", "eval")]
+    assert all(r["images_per_s"] > 0 and r["batches"] >= 1 and r["size"] == 28 for r in rows)
+    assert rows[0]["views_per_s"] == pytest.approx(2 * rows[0]["images_per_s"], rel=1e-3)
+    assert json.loads((scratch_project / "bench.json").read_text()) == rows
+    assert "simclr: dali / torchvision = " in capsys.readouterr().out
+    with pytest.raises(UserError, match="--kinds simclr,sim: expected"):
+        bench.run(params, kinds="simclr,sim")
+
+
+def test_bench_generates_imagenet_sized_jpeg_shards():
+    with bench.synthetic_jpeg_project(images=12, classes=3) as project:
+        manifest = load_manifest(project / "data" / "shards")
+        assert manifest["channels"] == 3 and manifest["splits"]["train"]["count"] == 12
+        tar = next((project / "data" / "shards" / "train").glob("*.idx")).read_text()
+        assert ".jpg" in tar and ".png" not in tar
+        from sslflow.augment.catalogue import load_catalogue
+
+        cat = load_catalogue(project / "data" / "shards", "train")
+        image = Image.open(io.BytesIO(cat.read_image(0)))
+        assert image.size == bench.JPEG_SIZE and image.format == "JPEG"
+        assert 40_000 < np.mean(cat.image[:, 1]) < 150_000  # ILSVRC-like bytes per image
+    assert not project.exists()

@@ -1,0 +1,54 @@
+"""A project over the tiny shards with the two encoders every evaluation test needs, features extracted.
+
+`random_init` (an untrained ResNet, saved by the real pretrain stage) and
+`raw_pixels`; built once per session, treated as read-only except for the
+metrics files the stage tests write.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the stages: no spinning OpenMP threads on 2 cores
+
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ENCODERS = ("random_init", "raw_pixels")
+
+
+def new_project(root: Path, tiny_project: Path) -> Path:
+    """A writable project: the tiny shards by symlink, the tiny project's params."""
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "shards").symlink_to(tiny_project / "data" / "shards")
+    shutil.copy(tiny_project / "params.yaml", root / "params.yaml")
+    return root
+
+
+def in_project(project: Path, fn, *args, **kwargs):
+    """Call fn with the cwd at `project` (the stages write relative to it)."""
+    before = os.getcwd()
+    os.chdir(project)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        os.chdir(before)
+
+
+def pretrain_and_extract(overrides: list[str] = ()) -> None:
+    from sslflow.params import load_params
+    from sslflow.stages import extract, pretrain
+
+    params = load_params("params.yaml", overrides)
+    for method in ENCODERS:
+        pretrain.run(params, method)
+        extract.run(params, method)
+
+
+@pytest.fixture(scope="session")
+def eval_project(tmp_path_factory, tiny_project) -> Path:
+    project = new_project(tmp_path_factory.mktemp("eval-project"), tiny_project)
+    in_project(project, pretrain_and_extract)
+    return project

@@ -1,0 +1,241 @@
+"""The report from fixed metrics files: tables compared as text, summary rows, figures, and DVC reading them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sslflow.report.ablation import ablation_figures, augmentation_pairs, parse_exp_show, sweep
+from sslflow.report.collect import ordered, read_results, summary_row
+from sslflow.report.tables import linear_table, lowlabel_table
+
+REPO = Path(__file__).resolve().parents[2]
+METHODS = ["simclr", "rotation", "supervised", "random_init", "raw_pixels"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def fraction(linear: float, linear5: float, finetune: float | None = None, finetune5: float | None = None) -> dict:
+    return {
+        "n_labels": 600,
+        "linear_top1": linear,
+        "linear_top5": linear5,
+        "linear_l2": 0.01,
+        "finetune_top1": finetune,
+        "finetune_top5": finetune5,
+        "distill_top1": None,
+        "distill_top5": None,
+    }
+
+
+FILES = {
+    "simclr/pretrain.json": {"backbone": "ResNet-18 (0.25x, small stem)", "params_m": 0.6999, "epochs": 3},
+    "simclr/linear.json": {"top1": 0.8851, "top5": 0.9974, "l2": 1e-4, "backbone": "ignored", "params_m": 9.0},
+    "simclr/lowlabel.json": {"1pct": fraction(0.8049, 0.9901, 0.7712, 0.9811), "10pct": fraction(0.8533, 0.9962)},
+    "rotation/linear.json": {"top1": 0.8612, "top5": 0.9951, "backbone": "ResNet-18 (0.25x, small stem)", "params_m": 0.6999},
+    "supervised/pretrain.json": {"backbone": "ResNet-18 (0.25x, small stem)", "params_m": 0.6999},
+    "supervised/linear.json": {"top1": 0.9104, "top5": 0.9989},
+    "random_init/pretrain.json": {"backbone": "ResNet-18 (0.25x, small stem)", "params_m": 0.6999},
+    "random_init/linear.json": {"top1": 0.8593, "top5": 0.9968},
+    "random_init/lowlabel.json": {"1pct": fraction(0.7634, 0.9822, 0.6501, 0.9555), "10pct": fraction(0.8201, 0.9936, 0.8012, 0.9901)},
+    "raw_pixels/pretrain.json": {"backbone": "raw pixels", "params_m": 0.0},
+    "raw_pixels/linear.json": {"top1": 0.8434, "top5": 0.9968},
+    "raw_pixels/lowlabel.json": {"1pct": fraction(0.7833, 0.9845), "10pct": fraction(0.8255, 0.9951)},
+}
+
+LINEAR = """\
+| Method | Architecture | Param (M) | Top 1 | Top 5 |
+|:--|:--|--:|--:|--:|
+| *Self-supervised methods:* |  |  |  |  |
+| SimCLR | ResNet-18 (0.25x, small stem) | 0.70 | 88.5 | 99.7 |
+| Rotation | ResNet-18 (0.25x, small stem) | 0.70 | 86.1 | 99.5 |
+| *Controls:* |  |  |  |  |
+| Supervised | ResNet-18 (0.25x, small stem) | 0.70 | 91.0 | 99.9 |
+| Random init (untrained) | ResNet-18 (0.25x, small stem) | 0.70 | 85.9 | 99.7 |
+| Raw pixels | raw pixels | 0 | 84.3 | 99.7 |
+"""
+
+LOWLABEL = """\
+| Method | Architecture | Top 1, 1% | Top 1, 10% | Top 5, 1% | Top 5, 10% |
+|:--|:--|--:|--:|--:|--:|
+| *Supervised baseline (untrained encoder trained on the subset only):* |  |  |  |  |  |
+| Supervised baseline | ResNet-18 (0.25x, small stem) | 65.0 | 80.1 | 95.5 | 99.0 |
+| *Linear classifier on frozen features:* |  |  |  |  |  |
+| SimCLR | ResNet-18 (0.25x, small stem) | 80.5 | 85.3 | 99.0 | 99.6 |
+| Random init (untrained) | ResNet-18 (0.25x, small stem) | 76.3 | 82.0 | 98.2 | 99.4 |
+| Raw pixels | raw pixels | 78.3 | 82.5 | 98.5 | 99.5 |
+| *Fine-tuned on the subset:* |  |  |  |  |  |
+| SimCLR | ResNet-18 (0.25x, small stem) | 77.1 | - | 98.1 | - |
+"""
+
+
+def write_metrics(root: Path) -> Path:
+    for name, content in FILES.items():
+        path = root / "metrics" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(content))
+    return root / "metrics"
+
+
+def write_dvclive(root: Path) -> None:
+    for method, losses in (("simclr", [6.0, 5.1, 4.8]), ("rotation", [1.4, 0.9, 0.7])):
+        folder = root / "dvclive" / method / "plots" / "metrics"
+        (folder / "train").mkdir(parents=True)
+        (folder / "train" / "loss.tsv").write_text("step\tloss\n" + "".join(f"{10 * (i + 1)}\t{v}\n" for i, v in enumerate(losses)))
+    (root / "dvclive/simclr/plots/metrics/knn").mkdir()
+    (root / "dvclive/simclr/plots/metrics/knn/top1.tsv").write_text("step\ttop1\n30\t0.81\n")
+
+
+@pytest.fixture
+def results(tmp_path):
+    metrics_dir = write_metrics(tmp_path)
+    return [read_results(m, metrics_dir) for m in ordered(["relpos"] + METHODS)]
+
+
+def test_tables_match_the_papers_layout_exactly(results):
+    assert linear_table([r for r in results if r.method != "relpos"]) == LINEAR
+    assert lowlabel_table(results) == LOWLABEL
+
+
+def test_methods_not_run_print_dashes(results):
+    relpos = next(r for r in results if r.method == "relpos")
+    assert "| Relative position | - | - | - | - |" in linear_table([relpos])
+
+
+def test_summary_rows(results):
+    rows = {r.method: summary_row(r) for r in results}
+    assert rows["simclr"] == {
+        "method": "simclr",
+        "backbone": "ResNet-18 (0.25x, small stem)",  # pretrain.json first
+        "params_m": 0.6999,
+        "linear_top1": 0.8851,
+        "linear_top5": 0.9974,
+        "pct1_top1": 0.8049,
+        "pct10_top1": 0.8533,
+        "pct1_finetune_top1": 0.7712,
+        "pct10_finetune_top1": None,
+    }
+    assert rows["rotation"]["pct1_top1"] is None and rows["rotation"]["backbone"] == "ResNet-18 (0.25x, small stem)"
+    assert all(v is None for k, v in rows["relpos"].items() if k != "method")
+
+
+def test_report_stage_writes_report_summary_and_figures(tmp_path, monkeypatch):
+    from sslflow.params import load_params
+    from sslflow.stages import report
+
+    write_metrics(tmp_path)
+    write_dvclive(tmp_path)
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    rows = report.run(load_params("params.yaml", [f"pretrain.methods={METHODS}"]), no_experiments=True)
+    reports = tmp_path / "reports"
+    assert json.loads((reports / "summary.json").read_text()) == rows
+    assert [r["method"] for r in rows] == ["simclr", "rotation", "supervised", "random_init", "raw_pixels"]
+    text = (reports / "report.md").read_text()
+    assert LINEAR in text and LOWLABEL in text
+    assert "![Pretraining curves](plots/training_curves.png)" in text
+    for png in ("accuracy.png", "training_curves.png"):
+        assert (reports / "plots" / png).read_bytes().startswith(PNG)
+    assert (reports / "curves" / "rotation.tsv").read_text() == "step\tloss\n10\t1.4\n20\t0.9\n30\t0.7\n"
+    assert (reports / "accuracy.tsv").read_text().splitlines()[1] == "simclr\t88.51\t85.33\t80.49"
+
+
+def test_a_broken_metrics_file_is_named(tmp_path):
+    from sslflow.errors import UserError
+
+    (tmp_path / "simclr").mkdir()
+    (tmp_path / "simclr" / "linear.json").write_text("{")
+    with pytest.raises(UserError, match=r"simclr/linear.json: not valid JSON"):
+        read_results("simclr", tmp_path)
+
+
+# ----------------------------------------------------------------------------- ablations
+
+
+def exp_entry(rev: str, name: str | None, params: dict, top1: float | None) -> dict:
+    """One revision as `dvc exp show --json` prints it."""
+    metrics = {} if top1 is None else {"metrics/simclr/linear.json": {"data": {"top1": top1, "top5": 0.99}}}
+    data = {"rev": rev, "timestamp": None, "params": {"params.yaml": {"data": params}}, "metrics": metrics, "deps": {}, "outs": {}, "meta": {}}
+    return {"rev": rev, "name": name, "data": data, "error": None, "experiments": None}
+
+
+def simclr_params(batch=256, epochs=1, proj_dim=128, ops=("random_resized_crop", "color_jitter"), temperature=0.5, lr=0.3) -> dict:
+    return {
+        "train": {"batch_size": batch, "epochs": epochs, "lr": lr},
+        "pretrain": {"simclr": {"batch_size": None, "epochs": None, "proj_dim": proj_dim, "proj_layers": 2, "temperature": temperature}},
+        "augment": {"simclr": {"ops": [{"op": op} for op in ops]}},
+    }
+
+
+def exp_show_rows() -> list[dict]:
+    variants = [
+        ("e1", simclr_params(batch=512), 0.86),
+        ("e2", simclr_params(batch=1024), 0.87),
+        ("e3", simclr_params(batch=512, epochs=2), 0.88),
+        ("e4", simclr_params(proj_dim=32), 0.84),
+        ("e5", simclr_params(ops=("random_resized_crop",)), 0.70),
+        ("e6", simclr_params(ops=("color_jitter", "random_resized_crop")), 0.83),
+        ("e7", simclr_params(batch=512, proj_dim=32), 0.99),  # two knobs at once: in no sweep
+        ("e8", simclr_params(lr=1.0), 0.80),  # a knob no figure plots
+        ("e9", simclr_params(temperature=0.1), 0.86),
+        ("e10", simclr_params(batch=2048), None),  # failed run, no metrics
+    ]
+    baseline = exp_entry("abc123", "main", simclr_params(), 0.85)
+    baseline["experiments"] = [{"revs": [exp_entry(rev, rev, p, top1)], "executor": None, "name": rev} for rev, p, top1 in variants]
+    workspace = exp_entry("workspace", None, simclr_params(batch=4096), 0.5)
+    return [workspace, baseline]
+
+
+def test_exp_show_rows_become_sweeps():
+    experiments = parse_exp_show(exp_show_rows())
+    assert [e.name for e in experiments][:3] == ["main", "e1", "e2"] and len(experiments) == 11
+    assert experiments[0].baseline and experiments[0].params["train.batch_size"] == 256
+    batch = sweep(experiments, {"train.batch_size", "train.epochs", "pretrain.simclr.batch_size", "pretrain.simclr.epochs"})
+    assert [e.name for e in batch] == ["main", "e1", "e2", "e3", "e10"]
+    assert augmentation_pairs(experiments, "simclr") == {
+        ("random_resized_crop", "color_jitter"): 0.85,
+        ("random_resized_crop", "random_resized_crop"): 0.70,
+        ("color_jitter", "random_resized_crop"): 0.83,
+    }
+
+
+def test_ablation_figures_are_drawn(tmp_path):
+    drawn = ablation_figures(parse_exp_show(exp_show_rows()), tmp_path)
+    names = [name for _, name in drawn]
+    assert names == ["ablation_batch_size.png", "ablation_proj_dim.png", "ablation_temperature.png", "ablation_augment_pairs.png"]
+    for name in names:
+        assert (tmp_path / name).read_bytes().startswith(PNG)
+    assert ablation_figures(parse_exp_show([exp_show_rows()[1] | {"experiments": None}]), tmp_path / "none") == []
+
+
+# ----------------------------------------------------------------------------- DVC reads the outputs
+
+
+def test_dvc_metrics_and_plots_show_read_the_outputs(tmp_path, monkeypatch):
+    from sslflow.params import load_params
+    from sslflow.stages import report
+
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    write_metrics(tmp_path)
+    write_dvclive(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    report.run(load_params("params.yaml"), no_experiments=True)
+
+    def dvc(*args: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "dvc", *args, "--json"], capture_output=True, text=True, check=True)
+        return json.loads(done.stdout)
+
+    (shown_rev,) = dvc("metrics", "show").values()  # the workspace (keyed "" before any commit)
+    shown = shown_rev["data"]
+    assert shown["metrics/simclr/linear.json"]["data"]["top1"] == 0.8851
+    assert shown["metrics/raw_pixels/lowlabel.json"]["data"]["1pct"]["linear_top1"] == 0.7833
+    plots = dvc("plots", "show")
+    assert not plots.get("errors")
+    assert {"reports/accuracy.tsv", "reports/curves/simclr.tsv", "reports/plots/accuracy.png"} <= set(plots["data"])

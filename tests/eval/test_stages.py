@@ -1,0 +1,106 @@
+"""The linear and lowlabel stages on the tiny project's real features and shards."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sslflow.params import load_params
+from tests.eval.conftest import in_project
+
+FRACTION_KEYS = {
+    "n_labels",
+    "linear_top1",
+    "linear_top5",
+    "linear_l2",
+    "finetune_top1",
+    "finetune_top5",
+    "distill_top1",
+    "distill_top5",
+}
+
+
+def metrics(project, method: str, stage: str) -> dict:
+    return json.loads((project / "metrics" / method / f"{stage}.json").read_text())
+
+
+def test_linear_stage_on_raw_pixels(eval_project):
+    from sslflow.stages import linear
+
+    params = load_params(eval_project / "params.yaml")
+    written = in_project(eval_project, linear.run, params, "raw_pixels")
+    result = metrics(eval_project, "raw_pixels", "linear")
+    assert result == written
+    assert result["n_train"] == 1000 and result["n_features"] == 784 and result["backend"] == "sklearn"
+    assert result["l2"] in params.eval.linear.l2_grid
+    assert result["backbone"] == "raw pixels" and result["params_m"] == 0
+    # 1,000 real Fashion-MNIST images: a pixel logistic regression is far above chance, below the 60k figure
+    assert 0.70 <= result["top1"] <= 0.86 and result["top1"] <= result["top5"] <= 1.0
+
+
+def test_lowlabel_linear_only_for_raw_pixels(eval_project):
+    from sslflow.stages import lowlabel
+
+    params = load_params(eval_project / "params.yaml", ["eval.lowlabel.finetune.enabled=true"])
+    in_project(eval_project, lowlabel.run, params, "raw_pixels")
+    result = metrics(eval_project, "raw_pixels", "lowlabel")
+    assert set(result) == {"1pct", "10pct"}
+    assert result["1pct"]["n_labels"] == 10 and result["10pct"]["n_labels"] == 100
+    for entry in result.values():
+        assert set(entry) == FRACTION_KEYS
+        assert entry["finetune_top1"] is None and entry["distill_top1"] is None  # pixels: nothing to fine-tune
+    # ten labels teach a linear model less than a hundred
+    assert result["1pct"]["linear_top1"] + 0.15 < result["10pct"]["linear_top1"]
+
+
+def test_lowlabel_finetunes_and_distills_random_init(eval_project):
+    """From an untrained encoder, fine-tuning is supervised training on the subset: it must learn."""
+    from sslflow.stages import lowlabel
+
+    params = load_params(
+        eval_project / "params.yaml",
+        [
+            "eval.lowlabel.fractions=[10pct]",
+            "eval.lowlabel.finetune.enabled=true",
+            "eval.lowlabel.finetune.epochs={10pct: 8}",
+            "eval.lowlabel.finetune.batch_size=32",
+            "eval.lowlabel.finetune.lr=0.4",
+            "eval.lowlabel.distill.enabled=true",
+            "eval.lowlabel.distill.batch_size=128",
+        ],
+    )
+    in_project(eval_project, lowlabel.run, params, "random_init")
+    entry = metrics(eval_project, "random_init", "lowlabel")["10pct"]
+    assert set(entry) == FRACTION_KEYS and entry["n_labels"] == 100
+    assert entry["finetune_top1"] > 0.15  # ten classes: chance is 0.10
+    assert entry["finetune_top1"] <= entry["finetune_top5"]
+    assert 0.0 <= entry["distill_top1"] <= entry["distill_top5"] <= 1.0
+
+
+def test_fine_tuning_keeps_the_first_head_layer_of_a_three_layer_head():
+    from sslflow.eval.finetune import head_layers_for
+
+    assert head_layers_for("auto", {"head_cfg": {"layers": 3}}) == 1
+    assert head_layers_for("auto", {"head_cfg": {"layers": 2}}) == 0
+    assert head_layers_for("auto", {"head_cfg": None}) == 0
+    assert head_layers_for(2, {"head_cfg": {"layers": 3}}) == 2
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("eval.linear.holdout=1.5", "eval.linear.holdout"),
+        ("eval.linear.l2_grid=[0.0]", "eval.linear.l2_grid"),
+        ("eval.lowlabel.fractions=[5pct]", "eval.lowlabel.fractions.0"),
+        ("eval.lowlabel.finetune.epochs={1pct: 0}", "eval.lowlabel.finetune.epochs"),
+        ("eval.lowlabel.distill.temperature=0", "eval.lowlabel.distill.temperature"),
+        ("eval.extract.dtype=int8", "eval.extract.dtype"),
+    ],
+)
+def test_bad_eval_params_are_refused_by_key(tmp_path, override, key):
+    from sslflow.errors import UserError
+
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    with pytest.raises(UserError, match=rf"params.yaml: {key}"):
+        load_params(tmp_path / "params.yaml", [override])

@@ -1,0 +1,38 @@
+"""A writable project per test that shares the session's tiny shards (read-only) by symlink."""
+
+from __future__ import annotations
+
+import os
+
+# before torch loads OpenMP (see sslflow/stages/pretrain.py): spinning threads make 2-core steps 10x slower
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+# small enough that a CPU step takes milliseconds, deep enough to be the real ResNet code path
+SMALL_MODEL = ["model.width=0.125", "model.stem_stride=1"]
+
+
+def make_train_project(root: Path, tiny_project: Path, overrides: dict | None = None) -> Path:
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "shards").symlink_to(tiny_project / "data" / "shards")
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    for key, value in (overrides or {}).items():
+        node = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+@pytest.fixture
+def train_project(tmp_path, tiny_project, monkeypatch) -> Path:
+    """cwd = a fresh project over the tiny shards (exemplar patches, models/ and metrics/ land here)."""
+    project = make_train_project(tmp_path / "project", tiny_project)
+    monkeypatch.chdir(project)
+    return project
