@@ -19,11 +19,9 @@ import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see sslflow/stages/pretrain.py
-
-from sslflow import paths  # noqa: E402
-from sslflow.atomic import write_json  # noqa: E402
-from sslflow.errors import UserError  # noqa: E402
+from sslflow import paths
+from sslflow.atomic import write_json
+from sslflow.errors import UserError
 
 METHODS = ("simclr", "simclr_v2", "rotation", "relpos", "exemplar", "supervised")
 

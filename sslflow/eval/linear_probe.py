@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from sslflow.eval.device import default_device
 
 Backend = Literal["torch", "sklearn"]
+SMALL_FOR_BLAS = 20_000 * 512  # feature values up to which scikit-learn fits on one BLAS thread
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,10 @@ def fit_sklearn(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, max_ite
 
     clf = LogisticRegression(C=1.0 / (l2 * len(x)), solver="lbfgs", max_iter=max_iter, tol=tol)
 
-    # One thread: on sets this small OpenMP's spinning threads cost far more than they save,
-    # up to 100x on a busy 2-core machine.
-    with warnings.catch_warnings(), threadpool_limits(limits=1):
+    # One BLAS thread for small sets: there OpenMP's spinning threads cost far more than they
+    # save, up to 100x on a busy 2-core machine. Large sets get every core.
+    threads = 1 if x.size <= SMALL_FOR_BLAS else None
+    with warnings.catch_warnings(), threadpool_limits(limits=threads):
         warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter is the budget we chose
         clf.fit(x, y)
     weight = np.zeros((x.shape[1], n_classes), np.float32)

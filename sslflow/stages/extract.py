@@ -7,12 +7,6 @@ GPU when there is one. The encoder's fingerprint goes into each file so the
 
 from __future__ import annotations
 
-import os
-
-# Before torch loads OpenMP: idle threads sleep instead of spinning (as in the pretrain stage);
-# on 2 busy cores spinning makes each L-BFGS step or conv batch several times slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import time
 import typing

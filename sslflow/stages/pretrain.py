@@ -10,10 +10,6 @@ import math
 import os
 import time
 
-# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning, so torch's
-# threads and the loader's (DALI, 2 cores) do not starve each other (10x slower steps otherwise).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from sslflow import paths
 from sslflow.methods.registry import ALL, check_method
 from sslflow.train.config import CONTROLS

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 # small enough that a CPU step takes milliseconds, deep enough to be the real ResNet code path
-SMALL_MODEL = ["model.width=0.125", "model.stem_stride=1"]
+SMALL_MODEL = ["model.arch=resnet18", "model.width=0.125", "model.stem_stride=1", "model.pool=1"]
 
 
 def make_train_project(root: Path, tiny_project: Path, overrides: dict | None = None) -> Path:
