@@ -27,14 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", type=int, default=6, help="augmented views per image (columns)")
 
 
-def run(params, kinds: str = ",".join(KINDS), rows: int = 8, views: int = 6) -> list:
+def run(params, kinds: str = ",".join(KINDS), rows: int = 8, views: int = 6, out_dir=OUT_DIR) -> list:
+    """One grid per view kind in `out_dir` (the report stage draws them into its own folder)."""
     written = []
     keys = sample_keys(rows)
     for kind in kinds.split(","):
         grid, titles = GRIDS[kind](params, keys, views)
-        path = OUT_DIR / f"{kind}.png"
+        path = out_dir / f"{kind}.png"
         save_grid(grid, titles, path, params, kind)
-        print(f"{path}: {len(grid)} rows x {len(grid[0])} columns ({pick_backend(params.augment.backend)} backend)")
+        shown = path if out_dir == OUT_DIR else f"{kind}.png"  # not the report's temporary folder
+        print(f"{shown}: {len(grid)} rows x {len(grid[0])} columns ({pick_backend(params.augment.backend)} backend)")
         written.append(path)
     return written
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sslflow import paths
@@ -53,8 +54,14 @@ def build_report(
     metrics_dir: Path = paths.METRICS,
     live_dir: Path = LIVE_DIR,
     dest: Path = paths.REPORTS,
+    draw_views: Callable[[Path], list[tuple[str, str]]] | None = None,
 ) -> list[dict]:
-    """Write `dest` atomically (whole or not at all) and return the summary rows."""
+    """Write `dest` atomically (whole or not at all) and return the summary rows.
+
+    `draw_views(folder)` draws the augmentation grids into a folder of the report
+    and returns (caption, file name) pairs; they belong to the report so that one
+    look shows what each method's network saw next to what it learned.
+    """
     results = [read_results(m, metrics_dir) for m in ordered(methods)]
     rows = [summary_row(r) for r in results]
     curves = method_curves(ordered(methods), live_dir)
@@ -67,6 +74,8 @@ def build_report(
         if curves:
             training_curves_figure(curves, tmp / "plots" / "training_curves.png")
             figures.append(("Pretraining curves", "plots/training_curves.png"))
+        if draw_views is not None:
+            figures += [(caption, f"augment/{name}") for caption, name in draw_views(tmp / "augment")]
         drawn = ablation_figures(experiments, tmp / "plots") if experiments else []
         ablations = [(caption, f"plots/{name}") for caption, name in drawn]
         (tmp / "report.md").write_text(report_markdown(results, figures, ablations))

@@ -123,12 +123,19 @@ def test_summary_rows(results):
     assert all(v is None for k, v in rows["relpos"].items() if k != "method")
 
 
-def test_report_stage_writes_report_summary_and_figures(tmp_path, monkeypatch):
+def link_shards(project, tiny_project) -> None:
+    """The report draws each method's views from the shards (read-only, shared)."""
+    (project / "data").mkdir(exist_ok=True)
+    (project / "data" / "shards").symlink_to(tiny_project / "data" / "shards")
+
+
+def test_report_stage_writes_report_summary_and_figures(tmp_path, monkeypatch, tiny_project):
     from sslflow.params import load_params
     from sslflow.stages import report
 
     write_metrics(tmp_path)
     write_dvclive(tmp_path)
+    link_shards(tmp_path, tiny_project)
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     rows = report.run(load_params("params.yaml", [f"pretrain.methods={METHODS}"]), no_experiments=True)
@@ -138,8 +145,10 @@ def test_report_stage_writes_report_summary_and_figures(tmp_path, monkeypatch):
     text = (reports / "report.md").read_text()
     assert LINEAR in text and LOWLABEL in text
     assert "![Pretraining curves](plots/training_curves.png)" in text
-    for png in ("accuracy.png", "training_curves.png"):
-        assert (reports / "plots" / png).read_bytes().startswith(PNG)
+    for png in ("plots/accuracy.png", "plots/training_curves.png", "augment/simclr.png", "augment/rotation.png", "augment/supervised.png"):
+        assert (reports / png).read_bytes().startswith(PNG)
+    assert sorted(p.name for p in (reports / "augment").iterdir()) == ["rotation.png", "simclr.png", "supervised.png"]
+    assert "![What rotation trains on: source images (left) and augmented views](augment/rotation.png)" in text
     assert (reports / "curves" / "rotation.tsv").read_text() == "step\tloss\n10\t1.4\n20\t0.9\n30\t0.7\n"
     assert (reports / "accuracy.tsv").read_text().splitlines()[1] == "simclr\t88.51\t85.33\t80.49"
 
@@ -215,7 +224,7 @@ def test_ablation_figures_are_drawn(tmp_path):
 # ----------------------------------------------------------------------------- DVC reads the outputs
 
 
-def test_dvc_metrics_and_plots_show_read_the_outputs(tmp_path, monkeypatch):
+def test_dvc_metrics_and_plots_show_read_the_outputs(tmp_path, monkeypatch, tiny_project):
     from sslflow.params import load_params
     from sslflow.stages import report
 
@@ -225,6 +234,7 @@ def test_dvc_metrics_and_plots_show_read_the_outputs(tmp_path, monkeypatch):
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     write_metrics(tmp_path)
     write_dvclive(tmp_path)
+    link_shards(tmp_path, tiny_project)
     monkeypatch.chdir(tmp_path)
     report.run(load_params("params.yaml"), no_experiments=True)
 
