@@ -8,6 +8,7 @@ the file and the key.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -68,11 +69,31 @@ def describe_validation_error(exc: ValidationError) -> str:
     return f"{key}: {reason}{more}"
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, but `1e-4` is a float, as in YAML 1.2.
+
+    DVC reads and writes params.yaml as YAML 1.2 (`dvc exp run -S lr=1e-4` stores
+    `1e-4`), where YAML 1.1, PyYAML's, sees the string "1e-4".
+    """
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Safe YAML (no Python tags) with YAML 1.2 floats."""
+    return yaml.load(text, Loader=_Yaml12Loader)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -94,4 +115,4 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         if not isinstance(child, dict):
             raise UserError(f"-S {item}: {part} is not a section")
         node = child
-    node[leaf] = yaml.safe_load(value)
+    node[leaf] = load_yaml(value)

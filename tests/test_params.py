@@ -45,6 +45,17 @@ def test_override_parses_yaml_values():
     assert params.pretrain.methods == ["rotation"]
 
 
+def test_exponent_floats_read_as_dvc_writes_them(tmp_path):
+    """DVC stores `-S lr=1e-4` as `1e-4` (YAML 1.2); YAML 1.1 would read the string "1e-4"."""
+    text = (REPO / "params.yaml").read_text().replace("lr: 0.5 ", "lr: 5e-1 ")
+    assert "lr: 5e-1 " in text
+    (tmp_path / "params.yaml").write_text(text)
+    params = load_params(tmp_path / "params.yaml", ["eval.linear.l2_grid=[1e-4, 2E-3]", "train.weight_decay=1e-6"])
+    assert params.train.lr == 0.5 and params.train.weight_decay == 1e-6
+    assert params.eval.linear.l2_grid == [1e-4, 2e-3]
+    assert load_params(REPO / "params.yaml", ["data.source=1e3dir"]).data.source.name == "1e3dir"
+
+
 def test_invalid_yaml_names_the_line(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text("seed: 0\ndata:\n  source: [unclosed\n")
