@@ -3,14 +3,19 @@
 Each command lives in its own module, imported only when it runs (torch and DALI
 are slow to import). A command module provides ``run(params, **options)`` and,
 when it takes options, ``add_arguments(parser)``. Bad input raises
-:class:`~sslflow.errors.UserError`, printed here as one line with exit code 2.
+:class:`~sslflow.errors.UserError`, printed here as one line with exit code 2;
+a bad command line is bad input too. Ctrl-C exits 130 and SIGTERM 143, both
+through an exception, so that atomic outputs remove their temporary files
+(pretraining handles SIGTERM itself while it trains: it checkpoints first).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from types import ModuleType
 
 from sslflow.errors import EXIT_USER_ERROR, UserError
@@ -30,6 +35,18 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("flow", "sweep"): "sslflow.flows",
 }
 COMMON_OPTIONS = ("params", "set")
+TERMINATED_EXIT = 143  # 128 + SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM as an exception, like Ctrl-C's KeyboardInterrupt: cleanup code runs, then exit 143."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are UserErrors: one line and exit 2, as for any other bad input."""
+
+    def error(self, message: str):
+        raise UserError(message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         _usage()
         return EXIT_USER_ERROR
     prog = "sslflow " + " ".join(words)
+    previous = _raise_on_sigterm()
     try:
         module = importlib.import_module(COMMANDS[words])
         options = _parse(module, prog, words, argv[len(words):])
@@ -53,11 +71,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return TERMINATED_EXIT
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
+def _raise_on_sigterm():
+    """Turn SIGTERM into Terminated in the main thread; return the handler it replaces (None elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def _parse(module: ModuleType, prog: str, words: tuple[str, ...], rest: list[str]) -> dict:
-    parser = argparse.ArgumentParser(prog=prog, description=(module.__doc__ or "").strip().splitlines()[0])
+    parser = _Parser(prog=prog, description=(module.__doc__ or "").strip().splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument(
         "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a param, as `dvc exp run -S`"

@@ -127,10 +127,31 @@ def run_stage(stage: Stage, params: Params) -> str:
 
 
 def _pipeline_run_name() -> str:
+    """'pipeline-simclr-rotation-...': the methods given, else those params.yaml lists."""
     from prefect.runtime import flow_run
 
-    methods = flow_run.parameters.get("methods") or []
+    methods = flow_run.parameters.get("methods")
+    if not methods:
+        try:
+            from sslflow.params import load_params
+
+            methods = load_params(flow_run.parameters.get("params_file") or "params.yaml").pretrain.methods
+        except UserError:
+            methods = []  # the flow itself reports the bad params file
     return "pipeline-" + "-".join(methods) if methods else "pipeline"
+
+
+def stage_label(stage: Stage, params: Params) -> str:
+    """A task run's name: the DVC stage, and for pretraining the method's budget, e.g.
+    'pretrain@simclr (400 steps, batch 128, sgd lr 0.5)'."""
+    from sslflow.train.config import CONTROLS, method_train_cfg
+
+    kind, _, method = stage.name.partition("@")
+    if kind != "pretrain" or not method or method in CONTROLS:
+        return stage.name
+    cfg = method_train_cfg(params.train, params.pretrain, method)
+    budget = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs:g} epochs"
+    return f"{stage.name} ({budget}, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g})"
 
 
 @flow(name="sslflow-pipeline", flow_run_name=_pipeline_run_name, log_prints=True)
@@ -145,7 +166,7 @@ def pipeline(params_file: str = "params.yaml", methods: list[str] | None = None)
         for stage in stages:
             upstream = [futures[u] for u in stage.upstream if u in futures]
             futures[stage.name] = runner.submit(
-                run_stage.with_options(retries=params.launch.retries),
+                run_stage.with_options(task_run_name=stage_label(stage, params), retries=params.launch.retries),
                 {"stage": stage, "params": params},
                 wait_for=upstream,
             )

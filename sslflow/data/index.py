@@ -13,6 +13,8 @@ import tarfile
 from pathlib import Path
 from typing import NamedTuple
 
+from sslflow.errors import UserError
+
 VERSION = "v1.2"
 
 
@@ -29,12 +31,23 @@ def format_index(samples: list[list[IndexEntry]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def unsafe_member_name(name: str) -> bool:
+    """An absolute member name, or one that climbs out with '..'.
+
+    No shard sslflow writes has one (members are `<key>.<ext>`), and a tool that
+    unpacks such a tar would write outside its folder: every reader refuses it.
+    """
+    return name.startswith("/") or ".." in name.split("/")
+
+
 def index_of_tar(path: Path) -> str:
     """The index of an existing tar, read with tarfile (what `--verify` compares the .idx to)."""
     samples: list[list[IndexEntry]] = []
     last_key = None
     with tarfile.open(path, "r:") as tar:
         for member in tar:
+            if unsafe_member_name(member.name):
+                raise UserError(f"{path}: unsafe member name {member.name!r}")
             if not member.isreg():
                 continue
             key, _, ext = member.name.partition(".")

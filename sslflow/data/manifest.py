@@ -62,3 +62,25 @@ def load_manifest(shards_dir: Path | str = paths.SHARDS) -> dict:
     if missing:
         raise UserError(f"{path}: missing {', '.join(missing)}")
     return manifest
+
+
+def check_shard_sizes(manifest: dict, shards_dir: Path | str = paths.SHARDS) -> None:
+    """UserError naming the first shard that is missing or not the size the manifest records.
+
+    One stat per shard, cheap enough for every stage that reads shards: it stops a
+    truncated or half-copied tar before a reader meets it mid-member (DALI aborts
+    with a C++ assertion). A changed byte keeps the size; `sslflow shard --verify`
+    hashes every shard.
+    """
+    for split, entry in manifest["splits"].items():
+        for shard in entry["shards"]:
+            path = Path(shards_dir) / split / shard["name"]
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise UserError(f"{path}: missing (listed in the manifest; rerun `sslflow shard`)") from None
+            if size != shard["bytes"]:
+                raise UserError(
+                    f"{path}: {size} bytes, the manifest says {shard['bytes']} "
+                    "(truncated or replaced; rerun `sslflow shard`, or `sslflow shard --verify` to check every shard)"
+                )

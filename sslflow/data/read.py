@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Iterator
 
 from sslflow import paths
+from sslflow.data.index import unsafe_member_name
 from sslflow.data.subsets import FRACTIONS
 from sslflow.errors import UserError
 
@@ -28,6 +29,8 @@ def iter_samples(shards_dir: Path | str = paths.SHARDS, split: str = "train") ->
     urls = [str(p) for p in shard_files(shards_dir, split)]
     dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
     for sample in dataset:
+        if unsafe_member_name(sample["__key__"]):
+            raise UserError(f"{sample.get('__url__')}: unsafe member name {sample['__key__']!r}")
         ext = next((e for e in IMAGE_EXTS if e in sample), None)
         if ext is None or "cls" not in sample:
             raise UserError(f"{sample.get('__url__')}: sample {sample['__key__']} lacks an image or a .cls member")

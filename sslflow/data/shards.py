@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from sslflow.atomic import DISK_FULL
 from sslflow.data.encode import BadImage
 from sslflow.data.records import Reader, Record
 from sslflow.data.tarwriter import BLOCK, ShardInfo, ShardWriter
@@ -167,7 +168,10 @@ def _receive(conn) -> ShardResult:
 
 def _worker(conn, slot: int, counts) -> None:
     """Write the shards the parent sends until it sends None; report an exception and stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's (it removes the temp dir)
+    # Ctrl-C and SIGTERM sent to the whole process group are the parent's: it kills the workers
+    # and removes the temp dir
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     done = 0
 
     def progress(n: int) -> None:
@@ -181,6 +185,15 @@ def _worker(conn, slot: int, counts) -> None:
         except UserError as exc:
             conn.send((False, exc))
             return
-        except BaseException:
-            conn.send((False, RuntimeError(f"writing {task.path.name}:\n{traceback.format_exc()}")))
+        except OSError as exc:
+            # a full disk is the user's to fix: passed on as it is, the parent reports it in one line
+            conn.send((False, exc if exc.errno in DISK_FULL else _crash(task)))
             return
+        except BaseException:
+            conn.send((False, _crash(task)))
+            return
+
+
+def _crash(task: ShardTask) -> RuntimeError:
+    """The exception being handled, with its worker traceback as text (tracebacks do not pickle)."""
+    return RuntimeError(f"writing {task.path.name}:\n{traceback.format_exc()}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sslflow import paths
-from sslflow.data.index import IndexEntry, format_index
+from sslflow.data.index import IndexEntry, format_index, unsafe_member_name
 from sslflow.data.manifest import load_manifest
 from sslflow.data.read import IMAGE_EXTS
 from sslflow.data.subsets import FRACTIONS
@@ -115,6 +115,9 @@ def scan_tar(path: Path, num_classes: int) -> _TarScan:
         try:
             with tarfile.open(fileobj=reader, mode="r|") as tar:
                 for member in tar:
+                    if unsafe_member_name(member.name):
+                        scan.problems.append(f"{path}: unsafe member name {member.name!r}")
+                        continue
                     if not member.isreg():
                         scan.problems.append(f"{path}: {member.name} is not a regular file")
                         continue

@@ -28,7 +28,7 @@ def run(params: Params, method: str) -> dict[str, int]:
     """Write both splits' features atomically (the folder appears whole or not at all); return rows per split."""
     from sslflow.augment.loader import make_loader
     from sslflow.atomic import atomic_dir
-    from sslflow.data.manifest import load_manifest
+    from sslflow.data.manifest import check_shard_sizes, load_manifest
     from sslflow.errors import UserError
     from sslflow.eval.device import default_device
     from sslflow.eval.features import FeatureSet, extract, save_features
@@ -45,6 +45,7 @@ def run(params: Params, method: str) -> dict[str, int]:
             f"(rerun `sslflow pretrain --method {method}`)"
         )
     manifest = load_manifest(paths.SHARDS)
+    check_shard_sizes(manifest, paths.SHARDS)
     rows = {}
     start = time.perf_counter()
     with atomic_dir(paths.FEATURES / method) as tmp:

@@ -26,12 +26,14 @@ def run(params: Params, method: str) -> dict:
     import torch
 
     from sslflow.atomic import write_json
+    from sslflow.data.manifest import check_shard_sizes, load_manifest
     from sslflow.data.read import read_subset
     from sslflow.eval.device import default_device
     from sslflow.eval.inputs import method_features, num_classes
     from sslflow.eval.lowlabel import evaluate_fraction
 
     device = default_device()
+    check_shard_sizes(load_manifest(paths.SHARDS), paths.SHARDS)  # fine-tuning reads the shards
     train, val = method_features(method)
     n_classes = num_classes(train, val)
     metrics = {}

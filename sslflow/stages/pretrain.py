@@ -40,7 +40,7 @@ def run(params, method: str, fresh: bool = False) -> dict | None:
 def run_control(params, method: str) -> dict:
     """random_init / raw_pixels: save the untrained encoder, with a kNN number for the same monitor."""
     from sslflow.augment.loader import in_channels
-    from sslflow.data.manifest import load_manifest
+    from sslflow.data.manifest import check_shard_sizes, load_manifest
     from sslflow.methods.controls import random_init_encoder, raw_pixels_encoder
     from sslflow.train.checkpoint import save_checkpoint
     from sslflow.train.distributed import pick_device
@@ -49,7 +49,9 @@ def run_control(params, method: str) -> dict:
 
     started = time.perf_counter()
     channels = in_channels(params)
-    classes = load_manifest()["classes"]
+    manifest = load_manifest()
+    check_shard_sizes(manifest)
+    classes = manifest["classes"]
     encoder = random_init_encoder(params, channels) if method == "random_init" else raw_pixels_encoder()
     device = pick_device(params.train.device)
     knn = knn_monitor(params, encoder.to(device), device, params.train.knn, len(classes))
@@ -65,6 +67,7 @@ def run_control(params, method: str) -> dict:
             "global_batch": 0,
             "world_size": 1,
             "final_loss": None,
+            "final_pretext_acc": None,
             "knn_top1": knn,
             "images_per_s": None,
             "wall_s": round(time.perf_counter() - started, 2),

@@ -39,19 +39,46 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def world_size() -> int:
+    """Processes in the job, from torchrun's WORLD_SIZE (1 without torchrun)."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise UserError(f"WORLD_SIZE={value!r}: not a number of processes") from None
+
+
 def init_distributed(device_preference: str = "auto") -> DistEnv:
     """Join the torchrun job if there is one: nccl on GPUs, gloo on CPUs."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    processes = world_size()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_preference, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    if processes > 1 and not dist.is_initialized():
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+        if missing:
+            raise UserError(f"WORLD_SIZE={processes} but {' and '.join(missing)} not set: launch with torchrun")
+        store = _attempt_store()
         if device.type == "cuda":
             torch.cuda.set_device(device)
-            dist.init_process_group("nccl", init_method="env://", device_id=device)
+            dist.init_process_group("nccl", store=store, rank=rank, world_size=processes, device_id=device)
         else:
-            dist.init_process_group("gloo", init_method="env://")
-    return DistEnv(rank, world_size, local_rank, device)
+            dist.init_process_group("gloo", store=store, rank=rank, world_size=processes)
+    return DistEnv(rank, processes, local_rank, device)
+
+
+def _attempt_store() -> dist.Store:
+    """torchrun's env:// store, with this restart attempt's keys kept apart from the previous attempt's.
+
+    The elastic agent serves one store for the whole job, and workers it restarts
+    (--max-restarts) reuse it as it is: a rank could read the address its peer
+    published in the failed attempt and fail with 'connection refused' (or wait on
+    a dead peer). A prefix per TORCHELASTIC_RESTART_COUNT gives each attempt its own keys.
+    """
+    from torch.distributed.rendezvous import rendezvous
+
+    store, _, _ = next(rendezvous("env://"))
+    return dist.PrefixStore(f"sslflow/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def shutdown() -> None:

@@ -77,6 +77,9 @@ class Result:
 def pretrain(params, method: str, *, fresh: bool = False) -> Result | None:
     """Train `method` to the end (resuming from last.pt unless `fresh`); rank 0 gets the result, other ranks None."""
     cfg = method_train_cfg(params.train, params.pretrain, method)
+    # before joining the process group: every rank refuses the same bad batch at once instead
+    # of some waiting in the rendezvous for ranks that have already exited
+    ddp.check_batch(cfg.batch_size, ddp.world_size(), batch_key(params, method))
     env = ddp.init_distributed(cfg.device)
     try:
         trainer = Trainer(params, method, cfg, env)
@@ -89,14 +92,14 @@ def pretrain(params, method: str, *, fresh: bool = False) -> Result | None:
 class Trainer:
     def __init__(self, params, method: str, cfg: TrainCfg, env: ddp.DistEnv) -> None:
         from sslflow.augment.loader import in_channels
-        from sslflow.data.manifest import load_manifest
+        from sslflow.data.manifest import check_shard_sizes, load_manifest
 
         self.params, self.name, self.cfg, self.env = params, method, cfg, env
-        key = f"pretrain.{method}.batch_size" if getattr(params.pretrain, method).batch_size else "train.batch_size"
-        self.local_batch = ddp.check_batch(cfg.batch_size, env.world_size, key)
+        self.local_batch = ddp.check_batch(cfg.batch_size, env.world_size, batch_key(params, method))
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.manifest = load_manifest()
+        check_shard_sizes(self.manifest)
         self.in_channels = in_channels(params)
         self.device = env.device
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
@@ -166,6 +169,8 @@ class Trainer:
         step = ddp.broadcast_float(float(state["position"][2]) if state else -1.0, self.env)
         if (state["position"][2] if state else -1) != step:
             raise UserError(f"{path}: not the same on every node; put {paths.MODELS} on a shared filesystem")
+        if state is not None and self.env.is_main:  # the log says a run continued (after a kill, a restart)
+            print(f"{path}: resuming from step {state['position'][2]}", file=sys.stderr)
         return state
 
     # ---- the loop -------------------------------------------------------------------------
@@ -280,6 +285,11 @@ class Trainer:
         if pos.global_step % self.cfg.log_every:
             return False
         return ddp.any_rank(stop.requested, self.env)
+
+
+def batch_key(params, method: str) -> str:
+    """The params key the method's global batch comes from (for error messages)."""
+    return f"pretrain.{method}.batch_size" if getattr(params.pretrain, method).batch_size else "train.batch_size"
 
 
 def _source_digest() -> str:

@@ -36,8 +36,10 @@ class Monitor:
         self.started = time.perf_counter()
         self.knn_top1 = math.nan
         self.knn_step = -1
+        # the last logged window's means: where training ended, not an average over a run
+        # that may be shorter than an epoch
         self.final_loss = math.nan
-        self.epoch_sums = [0.0, 0.0, 0]  # loss, acc, steps of the current epoch
+        self.final_acc = math.nan
         self._window = self._empty_window()
         self._tick = time.perf_counter()
 
@@ -77,12 +79,9 @@ class Monitor:
         seconds = w["seconds"]
         self.train_seconds += seconds
         loss, acc = w["loss"].item() / w["steps"], w["acc"].item() / w["steps"]
-        self.epoch_sums = [self.epoch_sums[0] + loss * w["steps"], self.epoch_sums[1] + acc * w["steps"], self.epoch_sums[2] + w["steps"]]
+        self.final_loss, self.final_acc = loss, acc
         self.train_images += w["images"]
         rate = w["images"] / seconds if seconds > 0 else math.nan
-        if self.trainer.step_ends_epoch(step):
-            self.final_loss = self.epoch_sums[0] / self.epoch_sums[2]
-            self.epoch_sums = [0.0, 0.0, 0]
         self._window = self._empty_window()
         if self.live is not None:
             self.live.step = step
@@ -123,7 +122,7 @@ class Monitor:
             "knn_top1": self.knn_top1,
             "knn_step": self.knn_step,
             "final_loss": self.final_loss,
-            "epoch_sums": list(self.epoch_sums),
+            "final_acc": self.final_acc,
             "window": [w["loss"].item(), w["acc"].item(), w["steps"], w["images"], w["seconds"]],
         }
 
@@ -134,7 +133,7 @@ class Monitor:
         self.knn_top1 = state["knn_top1"]
         self.knn_step = state["knn_step"]
         self.final_loss = state["final_loss"]
-        self.epoch_sums = list(state["epoch_sums"])
+        self.final_acc = state["final_acc"]
         loss, acc, steps, images, seconds = state["window"]
         device = self.trainer.device
         self._window = {
@@ -159,6 +158,7 @@ class Monitor:
             "global_batch": t.cfg.batch_size,
             "world_size": t.env.world_size,
             "final_loss": self.final_loss,
+            "final_pretext_acc": self.final_acc,  # SimCLR: the positive ranked first among 2N-1
             "knn_top1": self.knn_top1,
             "images_per_s": self.train_images / self.train_seconds if self.train_seconds else math.nan,
             "wall_s": round(self.wall_before + time.perf_counter() - self.started, 2),
