@@ -73,20 +73,25 @@ def atomic_file(dest: Path | str, mode: str = "wb") -> Iterator[Any]:
 
 @contextmanager
 def atomic_path(dest: Path | str) -> Iterator[Path]:
-    """Yield a temporary path for libraries that write by name (np.savez, torch.save, savefig)."""
+    """Yield a temporary path for libraries that write by name (np.savez, torch.save, savefig).
+
+    The path has `dest`'s own name, inside a temporary directory: some writers record
+    the name they were given (torch.save names the zip's root folder after it), and a
+    random name there would make identical weights hash differently, so DVC would
+    rerun every stage downstream of a rerun that changed nothing.
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(dest)
-    fd, name = tempfile.mkstemp(prefix=_prefix(dest, "tmp"), suffix=dest.suffix, dir=dest.parent)
-    os.close(fd)
+    folder = Path(tempfile.mkdtemp(prefix=_prefix(dest, "tmp"), dir=dest.parent))
+    path = folder / dest.name
     try:
         with _disk_full_names(dest):
-            yield Path(name)
-        os.chmod(name, 0o666 & ~_umask())
-        os.replace(name, dest)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+            yield path
+        os.chmod(path, 0o666 & ~_umask())
+        os.replace(path, dest)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_json(dest: Path | str, obj: Any) -> None:

@@ -8,6 +8,7 @@ views) per second of training, without checkpoint and kNN time.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from contextlib import nullcontext
 
@@ -27,9 +28,7 @@ class Monitor:
         self.is_main = trainer.env.is_main
         self.live = None
         if self.is_main:
-            from dvclive import Live
-
-            self.live = Live(dir=f"{LIVE_DIR}/{trainer.name}", resume=resume, save_dvc_exp=False, dvcyaml=None)
+            self.live = open_live(f"{LIVE_DIR}/{trainer.name}", resume)
         self.train_images = 0
         self.train_seconds = 0.0
         self.wall_before = 0.0  # wall time of earlier (interrupted) runs
@@ -182,3 +181,16 @@ def knn_monitor(params, encoder, device, knn_cfg, num_classes: int, batch_size: 
         bank = extract_features(encoder, bank_loader, device)
         queries = extract_features(encoder, query_loader, device, limit=knn_cfg.val_samples)
     return knn_top1(bank, queries, knn_cfg.k, knn_cfg.temperature, num_classes)
+
+
+def open_live(directory: str, resume: bool):
+    """dvclive's logger, or None in a git repository with no commit yet (dvclive reads HEAD
+    and fails there): training goes on without curves, and says so in one line."""
+    from dvclive import Live
+    from scmrepo.exceptions import SCMError
+
+    try:
+        return Live(dir=directory, resume=resume, save_dvc_exp=False, dvcyaml=None)
+    except SCMError as exc:
+        print(f"{directory}: no training curves ({exc}: dvclive needs a first git commit)", file=sys.stderr)
+        return None

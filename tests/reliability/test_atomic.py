@@ -36,6 +36,20 @@ def test_finished_outputs_have_umask_permissions(tmp_path, umask_022):
     assert [mode(tmp_path / n) for n in ("raw.bin", "arrays.npz", "metrics.json")] == [0o644] * 3
 
 
+def test_torch_save_through_atomic_path_gives_the_same_bytes_for_the_same_weights(tmp_path):
+    """torch.save names its zip's root folder after the path it gets: a random temporary name
+    would make equal weights hash differently, and DVC rerun everything downstream."""
+    import torch
+
+    weights = {"w": torch.arange(6.0).reshape(2, 3)}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        with atomic_path(tmp_path / name / "encoder.pt") as tmp:
+            torch.save(weights, tmp)
+    assert (tmp_path / "a/encoder.pt").read_bytes() == (tmp_path / "b/encoder.pt").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["encoder.pt"]  # no temporary left
+
+
 def test_leftovers_of_a_killed_writer_are_swept_and_a_live_ones_kept(tmp_path):
     """A child process opens atomic_dir and is SIGKILLed inside it; the next write of the same path sweeps."""
     code = (

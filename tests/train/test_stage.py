@@ -103,3 +103,16 @@ def test_gpu_profiles_are_complete_params_files(name):
         assert (params.model.arch, params.model.small_stem, params.augment.size) == ("resnet50", False, 224)
         assert params.train.optimizer == "lars" and params.train.batch_size == 4096
         assert scaled_lr(params.train, params.train.batch_size) == pytest.approx(4.8)
+
+
+def test_pretrain_in_a_git_repository_without_commits_trains_without_curves(train_project, capsys):
+    """`git init; dvc init; dvc repro` before a first commit: dvclive cannot read HEAD there."""
+    from sslflow.stages.pretrain import run
+
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=train_project, check=True, capture_output=True)
+    params = load_params("params.yaml", [*SMALL_MODEL, "pretrain.rotation.max_steps=2", "train.knn.val_samples=50"])
+    summary = run(params, "rotation")
+    assert summary["steps"] == 2 and (train_project / "models/rotation/encoder.pt").exists()
+    assert "dvclive/rotation: no training curves (Empty git repo" in capsys.readouterr().err
+    assert not (train_project / "dvclive" / "rotation" / "metrics.json").exists()
