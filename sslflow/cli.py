@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         options = _parse(module, prog, words, argv[len(words):])
         from sslflow.params import load_params
 
+        if words[0] == "flow":
+            _refuse_other_params(options)
         params = load_params(options.pop("params"), options.pop("set"))
         runner = getattr(module, "run_" + words[-1]) if words[0] == "flow" else module.run
         runner(params, **options)
@@ -78,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _refuse_other_params(options: dict) -> None:
+    """The flows run dvc.yaml's stages, which read params.yaml; other params would be silently ignored."""
+    if options["params"] != "params.yaml" or options["set"]:
+        raise UserError(
+            "the flows run dvc.yaml's stages on params.yaml: edit it, or vary params with "
+            "`sslflow flow sweep --grid KEY=V1,V2` (DVC experiments)"
+        )
 
 
 def _raise_on_sigterm():

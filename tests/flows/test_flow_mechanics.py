@@ -37,6 +37,19 @@ def test_grid_points_and_names():
     assert flows.parse_grid(["a.b=1,2", "c=x"]) == {"a.b": [1, 2], "c": ["x"]}
 
 
+@pytest.mark.parametrize("extra", [["-S", "train.lr=0.1"], ["--params", "params/gpu-fmnist.yaml"]])
+def test_flows_refuse_params_their_stages_would_not_read(extra, capsys):
+    """Stages read params.yaml: a flow given other params must say so, not run with the file's."""
+    from sslflow.cli import main
+
+    assert main(["flow", "pipeline", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "sslflow flow pipeline: error: the flows run dvc.yaml's stages on params.yaml: edit it, "
+        "or vary params with `sslflow flow sweep --grid KEY=V1,V2` (DVC experiments)"
+    )
+
+
 def test_pipeline_runs_graph_then_skips_everything(tmp_path, monkeypatch):
     git_dvc_init(tmp_path)
     _write_project(tmp_path)
