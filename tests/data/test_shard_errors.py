@@ -21,6 +21,7 @@ from sslflow.data.read import shard_files
 from sslflow.data.verify import verify_shards
 from tests.conftest import make_project, shard_in, write_idx
 from tests.data.imagetrees import jpeg_bytes, make_imagefolder, make_imagenet, png_bytes, write
+from tests.processes import default_sigint
 
 SSLFLOW = str(Path(sys.executable).with_name("sslflow"))
 FOLDER = {"layout": "imagefolder", "class_names": None}
@@ -177,7 +178,9 @@ def test_failed_run_keeps_previous_shards(tmp_path):
 def test_interrupt_leaves_nothing_behind(tmp_path):
     """Ctrl-C while the workers write: exit 130, no shard directory and no temp directory."""
     project = make_project(tmp_path / "p", {"workers": 2})  # the full Fashion-MNIST: seconds of work
-    process = subprocess.Popen([SSLFLOW, "shard"], cwd=project, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [SSLFLOW, "shard"], cwd=project, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     deadline = time.monotonic() + 60
     while not list((project / "data").glob(".shards.tmp-*/train/shard-*.tar")) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -11,20 +11,36 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the stages: no spinning OpenMP threads on 2 cores
 
-import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 
 ENCODERS = ("random_init", "raw_pixels")
 
 
+# what the tests compute against, whatever the CPU profile's defaults: a global pool
+# (128 features at 0.25x) and exact float32 features
+PINNED = {"model": {"pool": 1}, "eval": {"extract": {"dtype": "float32"}}}
+
+
 def new_project(root: Path, tiny_project: Path) -> Path:
-    """A writable project: the tiny shards by symlink, the tiny project's params."""
+    """A writable project: the tiny shards by symlink, the tiny project's params with PINNED."""
     (root / "data").mkdir(parents=True)
     (root / "data" / "shards").symlink_to(tiny_project / "data" / "shards")
-    shutil.copy(tiny_project / "params.yaml", root / "params.yaml")
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    for section, values in PINNED.items():
+        _merge(params.setdefault(section, {}), values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
+
+
+def _merge(into: dict, values: dict) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _merge(into.setdefault(key, {}), value)
+        else:
+            into[key] = value
 
 
 def in_project(project: Path, fn, *args, **kwargs):

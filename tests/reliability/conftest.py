@@ -25,6 +25,7 @@ from typing import Callable  # noqa: E402
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+from tests.processes import default_sigint  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SSLFLOW = str(BIN / "sslflow")
@@ -154,7 +155,9 @@ def interrupt(
     logs = project / f".logs-{sig}-{time.monotonic_ns()}"
     logs.mkdir()
     with open(logs / "out", "w") as out, open(logs / "err", "w") as err:
-        proc = subprocess.Popen([SSLFLOW, *args], cwd=project, env=ENV, stdout=out, stderr=err)
+        proc = subprocess.Popen(
+            [SSLFLOW, *args], cwd=project, env=ENV, stdout=out, stderr=err, preexec_fn=default_sigint
+        )
     try:
         deadline = time.monotonic() + timeout
         while not ready():

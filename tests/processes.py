@@ -1,0 +1,13 @@
+"""Helpers for tests that signal the processes they start."""
+
+import signal
+
+
+def default_sigint() -> None:
+    """Run in the child before exec (Popen's preexec_fn): SIGINT back to its default action.
+
+    A shell starts background jobs with SIGINT ignored, and a Python started that
+    way installs no KeyboardInterrupt handler, so a test's Ctrl-C would go unseen
+    when the suite itself runs in the background (CI runners, `make test &`).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
