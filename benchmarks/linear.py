@@ -40,7 +40,12 @@ def gaussian_classes(rows: int, dim: int, classes: int, seed: int) -> tuple[np.n
 def timed_probe(train, val, classes: int, backend: str, max_iter: int, grid: list[float]) -> tuple[float, float]:
     start = time.perf_counter()
     result = linear_probe(
-        *train, *val, n_classes=classes, l2_grid=grid, backend=backend, max_iter=max_iter,
+        *train,
+        *val,
+        n_classes=classes,
+        l2_grid=grid,
+        backend=backend,
+        max_iter=max_iter,
         device=default_device() if backend == "torch" else "cpu",
     )
     return time.perf_counter() - start, result.top1
@@ -52,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--val-rows", type=int, default=10000)
-    parser.add_argument("--sklearn-rows", type=int, default=None, help="fit scikit-learn on this many rows and scale its time")
+    parser.add_argument(
+        "--sklearn-rows", type=int, default=None, help="fit scikit-learn on this many rows and scale its time"
+    )
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--grid", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2])
     parser.add_argument("--json", default=None, help="also write the result here")
@@ -66,13 +73,23 @@ def main(argv: list[str] | None = None) -> int:
     sk_s, sk_top1 = timed_probe(sk_train, val, args.classes, "sklearn", args.max_iter, args.grid)
     sk_full_s = sk_s * args.rows / sk_rows
     result = {
-        "rows": args.rows, "dim": args.dim, "classes": args.classes, "cpu_cores": os.cpu_count(),
-        "torch_device": default_device(), "torch_s": round(torch_s, 2), "torch_top1": round(torch_top1, 4),
-        "sklearn_rows": sk_rows, "sklearn_s": round(sk_full_s, 2), "sklearn_top1": round(sk_top1, 4),
-        "sklearn_extrapolated": sk_rows < args.rows, "speedup": round(sk_full_s / torch_s, 2),
+        "rows": args.rows,
+        "dim": args.dim,
+        "classes": args.classes,
+        "cpu_cores": os.cpu_count(),
+        "torch_device": default_device(),
+        "torch_s": round(torch_s, 2),
+        "torch_top1": round(torch_top1, 4),
+        "sklearn_rows": sk_rows,
+        "sklearn_s": round(sk_full_s, 2),
+        "sklearn_top1": round(sk_top1, 4),
+        "sklearn_extrapolated": sk_rows < args.rows,
+        "speedup": round(sk_full_s / torch_s, 2),
     }
     note = f" (extrapolated from {sk_rows:,} rows)" if result["sklearn_extrapolated"] else ""
-    print(f"linear probe | {args.rows:,} x {args.dim} | {args.classes} classes | grid {args.grid} | max_iter {args.max_iter}")
+    print(
+        f"linear probe | {args.rows:,} x {args.dim} | {args.classes} classes | grid {args.grid} | max_iter {args.max_iter}"
+    )
     rows = [
         (f"torch ({result['torch_device']})", f"{torch_s:10.1f} s   top-1 {torch_top1:.4f}"),
         (f"scikit-learn ({os.cpu_count()} cores)", f"{sk_full_s:10.1f} s   top-1 {sk_top1:.4f}{note}"),

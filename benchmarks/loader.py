@@ -1,7 +1,7 @@
 """Loader throughput, as `sslflow bench loader` (this script only forwards its arguments).
 
-    python benchmarks/loader.py                         # project shards at augment.size
-    python benchmarks/loader.py --size 224 --rounds 3   # ImageNet-sized JPEGs, interleaved rounds
+python benchmarks/loader.py                         # project shards at augment.size
+python benchmarks/loader.py --size 224 --rounds 3   # ImageNet-sized JPEGs, interleaved rounds
 """
 
 import sys

@@ -55,9 +55,15 @@ def main() -> None:
         tar_runs.append(timed(tar_cmd, cleanup=lambda: archive.unlink()))
         shard_runs.append(timed(shard_cmd, cwd=project, cleanup=lambda: shutil.rmtree(project / "data")))
     (tar_s, tar_cpu), (shard_s, shard_cpu) = min(tar_runs), min(shard_runs)
-    print(f"tar -cf        : {tar_s:7.2f} s  ({size / tar_s / 2**20:5.0f} MiB/s, {tar_cpu:5.2f} s CPU)  runs {fmt(tar_runs)}")
-    print(f"sslflow shard  : {shard_s:7.2f} s  ({size / shard_s / 2**20:5.0f} MiB/s, {shard_cpu:5.2f} s CPU)  runs {fmt(shard_runs)}")
-    print(f"ratio shard/tar: {shard_s / tar_s:7.2f}  (target <= 1.5; {len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f})")
+    print(
+        f"tar -cf        : {tar_s:7.2f} s  ({size / tar_s / 2**20:5.0f} MiB/s, {tar_cpu:5.2f} s CPU)  runs {fmt(tar_runs)}"
+    )
+    print(
+        f"sslflow shard  : {shard_s:7.2f} s  ({size / shard_s / 2**20:5.0f} MiB/s, {shard_cpu:5.2f} s CPU)  runs {fmt(shard_runs)}"
+    )
+    print(
+        f"ratio shard/tar: {shard_s / tar_s:7.2f}  (target <= 1.5; {len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f})"
+    )
 
 
 def parse_args() -> argparse.Namespace:
@@ -96,7 +102,13 @@ def make_project(project: Path, tree: Path, shard_mb: float, workers: int) -> Pa
     shutil.rmtree(project / "data", ignore_errors=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(
-        {"source": str(tree), "layout": "imagefolder", "class_names": None, "shard_size_mb": shard_mb, "workers": workers}
+        {
+            "source": str(tree),
+            "layout": "imagefolder",
+            "class_names": None,
+            "shard_size_mb": shard_mb,
+            "workers": workers,
+        }
     )
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return project
@@ -134,7 +146,9 @@ def base_jpeg(seed: int) -> bytes:
     """A 500x375 textured photo-like JPEG of ~110 KB at quality 85 (ILSVRC2012 averages ~110 KB)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:375, 0:500]
-    image = rng.uniform(40, 200, 3) + 40 * np.sin(xx[..., None] / rng.uniform(5, 40, 3) + yy[..., None] / rng.uniform(5, 40, 3))
+    image = rng.uniform(40, 200, 3) + 40 * np.sin(
+        xx[..., None] / rng.uniform(5, 40, 3) + yy[..., None] / rng.uniform(5, 40, 3)
+    )
     image = np.clip(image + rng.normal(0, 34, (375, 500, 3)), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=85)

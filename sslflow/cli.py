@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = _raise_on_sigterm()
     try:
         module = importlib.import_module(COMMANDS[words])
-        options = _parse(module, prog, words, argv[len(words):])
+        options = _parse(module, prog, words, argv[len(words) :])
         from sslflow.params import load_params
 
         if words[0] == "flow":

@@ -18,7 +18,6 @@ from sslflow.data.read import IMAGE_EXTS, shard_files
 from sslflow.errors import UserError
 
 
-
 @dataclass(frozen=True)
 class Catalogue:
     """Samples of one split in shard order: keys, shard number, image and label byte ranges."""
@@ -39,7 +38,9 @@ class Catalogue:
         where = {k: i for i, k in enumerate(self.keys)}
         missing = [k for k in keys if k not in where]
         if missing:
-            raise UserError(f"{self.shards[0].parent}: {len(missing)} requested keys not in this split, e.g. {sorted(missing)[0]}")
+            raise UserError(
+                f"{self.shards[0].parent}: {len(missing)} requested keys not in this split, e.g. {sorted(missing)[0]}"
+            )
         return np.sort(np.fromiter((where[k] for k in keys), np.int64, len(keys)))
 
     def read_image(self, i: int) -> bytes:

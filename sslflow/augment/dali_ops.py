@@ -151,7 +151,11 @@ def cutout(x, op: S.Cutout, f: Frame):
     if sometimes(op.p):
         top_left = fn.random.uniform(range=[0.0, float(f.size - side + 1)], shape=[2])
         x = fn.erase(
-            x, anchor=dmath.floor(top_left), shape=[float(side), float(side)], axis_names="HW", fill_value=list(f.mean255)
+            x,
+            anchor=dmath.floor(top_left),
+            shape=[float(side), float(side)],
+            axis_names="HW",
+            fill_value=list(f.mean255),
         )
     return x
 

@@ -71,7 +71,7 @@ def _pick_patch(image: np.ndarray, side: int, candidates: int, rng: np.random.Ge
     h, w = image.shape[:2]
     tops = rng.integers(0, h - side + 1, size=candidates)
     lefts = rng.integers(0, w - side + 1, size=candidates)
-    crops = [image[t : t + side, l : l + side] for t, l in zip(tops, lefts)]
+    crops = [image[top : top + side, left : left + side] for top, left in zip(tops, lefts)]
     energy = np.array([gradient_energy(c) for c in crops])
     weights = energy / energy.sum() if energy.sum() > 0 else None
     return crops[rng.choice(candidates, p=weights)]
@@ -86,6 +86,13 @@ def gradient_energy(patch: np.ndarray) -> float:
 def _fingerprint(cfg: ExemplarView, seed: int, channels: int, manifest: dict) -> str:
     shards = [s["sha256"] for s in manifest["splits"]["train"]["shards"]]
     return json.dumps(
-        {"seed": seed, "classes": cfg.classes, "patch": cfg.patch, "candidates": cfg.candidates, "channels": channels, "shards": shards},
+        {
+            "seed": seed,
+            "classes": cfg.classes,
+            "patch": cfg.patch,
+            "candidates": cfg.candidates,
+            "channels": channels,
+            "shards": shards,
+        },
         sort_keys=True,
     )

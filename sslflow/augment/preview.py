@@ -55,7 +55,9 @@ def sample_keys(rows: int) -> list[str]:
 def _epochs(params, kind: str, keys: list[str], epochs: int):
     """One batch per epoch of a keyed, unshuffled loader: the same images, fresh augmentations."""
     for epoch in range(epochs):
-        loader = make_loader(params, kind=kind, batch_size=len(keys), keys=keys, shuffle=False, drop_last=False, epoch=epoch)
+        loader = make_loader(
+            params, kind=kind, batch_size=len(keys), keys=keys, shuffle=False, drop_last=False, epoch=epoch
+        )
         yield next(iter(loader))
 
 

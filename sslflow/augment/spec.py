@@ -10,7 +10,7 @@ A); params.yaml holds the Fashion-MNIST profile that `make run` uses.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -141,7 +141,7 @@ class Sobel(Section):
 
 
 Op = Annotated[
-    Union[RandomResizedCrop, Flip, ColorJitter, Grayscale, GaussianBlur, Rotate, Cutout, GaussianNoise, Sobel],
+    RandomResizedCrop | Flip | ColorJitter | Grayscale | GaussianBlur | Rotate | Cutout | GaussianNoise | Sobel,
     Field(discriminator="op"),
 ]
 
@@ -188,7 +188,9 @@ class SimclrView(_OpsView):
 class RotationView(_OpsView):
     """`ops` once per image, then the four rotations 0/90/180/270 (targets 0-3), as RotNet."""
 
-    ops: list[Op] = Field(default_factory=lambda: [RandomResizedCrop(op="random_resized_crop", scale=(0.5, 1.0)), Flip(op="flip")])
+    ops: list[Op] = Field(
+        default_factory=lambda: [RandomResizedCrop(op="random_resized_crop", scale=(0.5, 1.0)), Flip(op="flip")]
+    )
 
     @field_validator("ops")
     @classmethod
@@ -240,7 +242,9 @@ class ExemplarView(_OpsView):
     classes: int = Field(8000, gt=1, description="N surrogate classes (the classifier's outputs)")
     copies: int = Field(8, gt=0, description="K augmented copies of each patch per epoch")
     patch: int = Field(96, gt=0, description="side of the sampled patches, pixels of the source")
-    candidates: int = Field(8, gt=0, description="positions tried per patch; one is kept with probability ~ gradient energy")
+    candidates: int = Field(
+        8, gt=0, description="positions tried per patch; one is kept with probability ~ gradient energy"
+    )
     ops: list[Op] = Field(
         default_factory=lambda: [
             RandomResizedCrop(op="random_resized_crop", scale=(0.3, 1.0)),
@@ -259,16 +263,24 @@ class EvalView(Section):
 class AugmentCfg(Section):
     backend: Literal["auto", "dali", "torchvision"] = Field("auto", description="auto = DALI when importable")
     size: int = Field(224, gt=0, description="output side of every view but relpos patches (pixels)")
-    channels: Literal["auto", 1, 3] = Field("auto", description="auto: the manifest's (1 grey, 3 colour); 3 replicates grey")
-    mean: list[float] = Field([0.485, 0.456, 0.406], min_length=1, max_length=3, description="per channel, pixel range [0, 1]")
+    channels: Literal["auto", 1, 3] = Field(
+        "auto", description="auto: the manifest's (1 grey, 3 colour); 3 replicates grey"
+    )
+    mean: list[float] = Field(
+        [0.485, 0.456, 0.406], min_length=1, max_length=3, description="per channel, pixel range [0, 1]"
+    )
     std: list[float] = Field([0.229, 0.224, 0.225], min_length=1, max_length=3)
     threads: int = Field(0, ge=0, description="DALI threads / DataLoader workers; 0 = all cores")
-    prefetch: int = Field(2, gt=0, description="batches prepared ahead (DALI prefetch queue, DataLoader prefetch factor)")
+    prefetch: int = Field(
+        2, gt=0, description="batches prepared ahead (DALI prefetch queue, DataLoader prefetch factor)"
+    )
     roi_decode: bool = Field(False, description="DALI: decode only the random crop (decoders.image_random_crop)")
     gpu_decode: Literal["mixed", "cpu"] = Field(
         "mixed", description="DALI on a GPU: decode with nvJPEG ('mixed') or on CPU threads, then augment on the GPU"
     )
-    hw_decoder_load: float = Field(0.65, ge=0.0, le=1.0, description="DALI mixed decode: share for the hardware JPEG decoder")
+    hw_decoder_load: float = Field(
+        0.65, ge=0.0, le=1.0, description="DALI mixed decode: share for the hardware JPEG decoder"
+    )
     shuffle_buffer: int = Field(4096, gt=0, description="samples in the reader's shuffle buffer")
     simclr: SimclrView = SimclrView()
     rotation: RotationView = RotationView()

@@ -12,7 +12,7 @@ on the number of workers, and skipping n batches needs no decoding of them.
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -51,7 +51,10 @@ class TorchvisionLoader:
             pin_memory=cuda,
         )
         for batch in loader:
-            yield {k: v.to(self.plan.torch_device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            yield {
+                k: v.to(self.plan.torch_device, non_blocking=True) if torch.is_tensor(v) else v
+                for k, v in batch.items()
+            }
 
 
 class BatchStream(IterableDataset):
@@ -105,7 +108,12 @@ class ViewMaker:
     def __init__(self, plan: Plan, cfg: AugmentCfg):
         self.plan, self.cfg = plan, cfg
         args = (cfg.size, plan.channels, plan.mean, plan.std)
-        view_ops = {"simclr": cfg.simclr.ops, "supervised": cfg.supervised.ops, "rotation": cfg.rotation.ops, "exemplar": cfg.exemplar.ops}
+        view_ops = {
+            "simclr": cfg.simclr.ops,
+            "supervised": cfg.supervised.ops,
+            "rotation": cfg.rotation.ops,
+            "exemplar": cfg.exemplar.ops,
+        }
         self.transform = T.view_transform(view_ops[plan.kind], *args) if plan.kind in view_ops else None
         self.eval = T.eval_transform(cfg.size, cfg.eval.crop_frac, plan.mean, plan.std)
         self.normalise = v2.Normalize(list(plan.mean), list(plan.std))

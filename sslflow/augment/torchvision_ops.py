@@ -88,7 +88,11 @@ def view_transform(
 ) -> v2.Compose:
     """uint8 CHW -> float32 CHW: the first op (crop, else a resize to size x size) on uint8, the rest on [0, 1] floats."""
     steps = list(ops)
-    first = _transform(steps.pop(0), size, channels, mean) if steps and isinstance(steps[0], S.RandomResizedCrop) else v2.Resize((size, size), antialias=True)
+    first = (
+        _transform(steps.pop(0), size, channels, mean)
+        if steps and isinstance(steps[0], S.RandomResizedCrop)
+        else v2.Resize((size, size), antialias=True)
+    )
     chain = [first, v2.ToDtype(torch.float32, scale=True)]
     chain += [_transform(op, size, channels, mean) for op in steps if getattr(op, "p", 1.0) > 0]
     if normalise:
@@ -108,7 +112,9 @@ def eval_transform(size: int, crop_frac: float, mean, std) -> v2.Compose:
     )
 
 
-def relpos_pair(image: torch.Tensor, rp: S.RelposView, normalise: v2.Normalize) -> tuple[torch.Tensor, torch.Tensor, int]:
+def relpos_pair(
+    image: torch.Tensor, rp: S.RelposView, normalise: v2.Normalize
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(centre patch, neighbour patch, label) from a jittered 3x3 grid placed at random in the resized image."""
     grid = TF.resize(image, [rp.grid, rp.grid], antialias=True)
     span = rp.grid - rp.extent

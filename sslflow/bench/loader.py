@@ -21,9 +21,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -38,15 +38,26 @@ JPEG_SIZE = (500, 375)  # ILSVRC2012's typical train image (w, h)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", type=int, default=None, help="view side; 224 uses ImageNet-sized JPEGs (default: augment.size)")
-    parser.add_argument("--shards", type=Path, default=None, help="shards dir to read (default: data/shards, or generated JPEGs with --size)")
+    parser.add_argument(
+        "--size", type=int, default=None, help="view side; 224 uses ImageNet-sized JPEGs (default: augment.size)"
+    )
+    parser.add_argument(
+        "--shards",
+        type=Path,
+        default=None,
+        help="shards dir to read (default: data/shards, or generated JPEGs with --size)",
+    )
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated view makers")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated: dali, torchvision")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 256 at <= 64 px, else 64)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="images per batch (default: 256 at <= 64 px, else 64)"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per (backend, kind)")
     parser.add_argument("--warmup", type=int, default=2, help="batches before timing starts")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions; the median is reported")
-    parser.add_argument("--images", type=int, default=1536, help="generated JPEGs (train split) with --size and no --shards")
+    parser.add_argument(
+        "--images", type=int, default=1536, help="generated JPEGs (train split) with --size and no --shards"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
 
 
@@ -71,15 +82,14 @@ def run(
     side = bench_params.augment.size
     batch = batch_size or (256 if side <= 64 else 64)
     runs: dict[tuple[str, str], list[dict]] = {(b, k): [] for b in backend_list for k in kind_list}
-    with _shards(size, shards, images) as (shards_dir, workdir):
-        with _cwd(workdir):
-            print(f"shards: {shards_dir} | {os.cpu_count()} CPU cores | batch {batch} | {side} px | {rounds} round(s)")
-            print(f"{'round':<7}{'backend':<12}{'kind':<12}{'threads':>8}{'batches':>9}{'images/s':>11}{'views/s':>11}")
-            for round_no in range(1, rounds + 1):
-                for backend, kind in runs:
-                    row = measure(bench_params, kind, backend, batch, warmup, seconds, shards_dir)
-                    runs[(backend, kind)].append(row)
-                    print(f"{round_no:<7}{_line(row)}", flush=True)
+    with _shards(size, shards, images) as (shards_dir, workdir), _cwd(workdir):
+        print(f"shards: {shards_dir} | {os.cpu_count()} CPU cores | batch {batch} | {side} px | {rounds} round(s)")
+        print(f"{'round':<7}{'backend':<12}{'kind':<12}{'threads':>8}{'batches':>9}{'images/s':>11}{'views/s':>11}")
+        for round_no in range(1, rounds + 1):
+            for backend, kind in runs:
+                row = measure(bench_params, kind, backend, batch, warmup, seconds, shards_dir)
+                runs[(backend, kind)].append(row)
+                print(f"{round_no:<7}{_line(row)}", flush=True)
     rows = [_median(measured) for measured in runs.values()]
     if rounds > 1:
         print("median over rounds:")
@@ -113,7 +123,9 @@ def measure(params, kind: str, backend: str, batch_size: int, warmup: int, secon
     run_params = params.model_copy(update={"augment": params.augment.model_copy(update={"backend": backend})})
     loader = make_loader(run_params, kind=kind, batch_size=batch_size, shards_dir=shards_dir)
     if len(loader) <= warmup:
-        raise UserError(f"{shards_dir}: {len(loader)} batches of {batch_size} per epoch; need more than --warmup {warmup}")
+        raise UserError(
+            f"{shards_dir}: {len(loader)} batches of {batch_size} per epoch; need more than --warmup {warmup}"
+        )
     batches = iter(loader)
     for _ in range(warmup):
         next(batches)

@@ -19,7 +19,6 @@ import os
 import time
 from pathlib import Path
 
-from sslflow import paths
 from sslflow.atomic import write_json
 from sslflow.errors import UserError
 
@@ -36,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 10 GPU, 2 CPU)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved ceiling/fed repetitions; medians reported")
     parser.add_argument("--compile", action="store_true", help="torch.compile the step's model")
-    parser.add_argument("--shards", type=Path, default=None, help="shards dir (default: data/shards, or generated JPEGs with --size)")
+    parser.add_argument(
+        "--shards", type=Path, default=None, help="shards dir (default: data/shards, or generated JPEGs with --size)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the result to this JSON file")
 
 
@@ -145,7 +146,14 @@ class StepBench:
     def _step(self, batch: dict) -> None:
         from sslflow.train.loop import to_device, train_step
 
-        train_step(self.net, self.method, to_device(batch, self.device, self.params.train.channels_last), self.optimizer, None, self.bf16)
+        train_step(
+            self.net,
+            self.method,
+            to_device(batch, self.device, self.params.train.channels_last),
+            self.optimizer,
+            None,
+            self.bf16,
+        )
 
     def _sync(self) -> None:
         import torch

@@ -9,8 +9,8 @@ here; the bytes are read, checked and stored by the shard workers.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from sslflow.data.encode import BadImage, prepare
 from sslflow.data.records import Record, Source, make_key, without_suffix
@@ -43,8 +43,10 @@ def open_imagefolder(root: Path) -> Source:
         directory = split_dir(root, split)
         found = class_folders(directory)
         _check_known(found, classes, directory)
-        files = [(classes.index(name), rel, size) for name in found for rel, size in class_files(root, directory / name)]
-        source.records[split] = keyed_records(files, lambda rel: _folder_key(rel, directory.name), root)
+        files = [
+            (classes.index(name), rel, size) for name in found for rel, size in class_files(root, directory / name)
+        ]
+        source.records[split] = keyed_records(files, lambda rel, name=directory.name: _folder_key(rel, name), root)
         source.readers[split] = FileImages(root)
     counts = ", ".join(f"{len(r)} {s}" for s, r in source.records.items())
     source.description = f"image folders, {len(classes)} classes ({counts})"

@@ -61,9 +61,7 @@ def open_mnist_idx(root: Path, work: Path, class_names: list[str] | None) -> Sou
         shape = _extract_images(images_file, raw)
         labels = _read_labels(labels_file)
         if len(labels) != shape[0]:
-            raise UserError(
-                f"{labels_file}: {len(labels)} labels for {shape[0]} images in {images_file.name}"
-            )
+            raise UserError(f"{labels_file}: {len(labels)} labels for {shape[0]} images in {images_file.name}")
         shapes[split], labels_all[split] = shape, labels
         source.readers[split] = IdxImages(raw, shape, images_file)
         names += [images_file.name, labels_file.name]

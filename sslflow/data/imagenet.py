@@ -107,4 +107,3 @@ def _flat_val_records(root: Path, val: Path, labels_csv: Path, classes: list[str
     if not files:
         raise UserError(f"{val}: no val images")
     return keyed_records(files, key_of_file_name, root)
-

@@ -1,10 +1,10 @@
 """data/shards/manifest.json: what the shards hold, the one file later stages read about them.
 
-    {"format": 1, "source": {"layout", "path", "description"},
-     "classes": [name, ...] (index == class id), "channels": 1|3, "image_size": [h, w] | null,
-     "splits": {split: {"count", "per_class": {name: n},
-                        "shards": [{"name", "samples", "sha256", "bytes"}]}},
-     "skipped": [{"file", "reason"}], "subsets": {"1pct": n, "10pct": n}}
+{"format": 1, "source": {"layout", "path", "description"},
+ "classes": [name, ...] (index == class id), "channels": 1|3, "image_size": [h, w] | null,
+ "splits": {split: {"count", "per_class": {name: n},
+                    "shards": [{"name", "samples", "sha256", "bytes"}]}},
+ "skipped": [{"file", "reason"}], "subsets": {"1pct": n, "10pct": n}}
 """
 
 from __future__ import annotations
@@ -32,9 +32,7 @@ def split_entry(classes: list[str], labels: list[int], shards: list[ShardInfo]) 
     }
 
 
-def build_manifest(
-    source: Source, splits: dict[str, dict], skipped: list[dict], subset_sizes: dict[str, int]
-) -> dict:
+def build_manifest(source: Source, splits: dict[str, dict], skipped: list[dict], subset_sizes: dict[str, int]) -> dict:
     return {
         "format": FORMAT,
         "source": {"layout": source.layout, "path": str(source.path), "description": source.description},

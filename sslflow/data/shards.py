@@ -9,11 +9,11 @@ and the source alone, whatever the number of processes or their timing.
 from __future__ import annotations
 
 import multiprocessing as mp
-from multiprocessing.connection import wait
 import os
 import signal
 import traceback
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import numpy as np

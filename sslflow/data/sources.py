@@ -13,7 +13,9 @@ def open_source(cfg: DataCfg, work: Path) -> Source:
     """List `cfg.source` (no image is read here); `work` is scratch space removed with the output's temp dir."""
     root = Path(cfg.source)
     if not root.is_dir():
-        raise UserError(f"data.source {root}: not found" if not root.exists() else f"data.source {root}: not a directory")
+        raise UserError(
+            f"data.source {root}: not found" if not root.exists() else f"data.source {root}: not a directory"
+        )
     if cfg.layout == "mnist-idx":
         from sslflow.data.idx import open_mnist_idx
 

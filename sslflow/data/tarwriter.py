@@ -102,7 +102,10 @@ class ShardWriter:
             self._write(image)
             self._write(tail)
         self._index.append(
-            [IndexEntry(ext, image_at, len(image), image_name), IndexEntry("cls", label_at, len(label_bytes), label_name)]
+            [
+                IndexEntry(ext, image_at, len(image), image_name),
+                IndexEntry("cls", label_at, len(label_bytes), label_name),
+            ]
         )
 
     def close(self) -> ShardInfo:

@@ -101,7 +101,9 @@ def _verify_split(shards_dir, split, entry, num_classes, classes, problems) -> t
         problems.append(f"{directory}: {len(labels)} samples, the manifest says {entry['count']}")
     for name, n in per_class.items():
         if n != entry["per_class"].get(name):
-            problems.append(f"{directory}: {n} samples of class {name!r}, the manifest says {entry['per_class'].get(name)}")
+            problems.append(
+                f"{directory}: {n} samples of class {name!r}, the manifest says {entry['per_class'].get(name)}"
+            )
     return keys, len(labels)
 
 
@@ -136,7 +138,9 @@ def scan_tar(path: Path, num_classes: int) -> _TarScan:
             pass
     scan.sha256, scan.size = reader.hash.hexdigest(), reader.size
     if not scan.problems and scan.size % tarfile.RECORDSIZE:
-        scan.problems.append(f"{path}: truncated or corrupt tar (not a whole number of {tarfile.RECORDSIZE}-byte records)")
+        scan.problems.append(
+            f"{path}: truncated or corrupt tar (not a whole number of {tarfile.RECORDSIZE}-byte records)"
+        )
     scan.index = format_index(samples)
     for key, parts in members.items():
         label = _label(parts.get("cls"))

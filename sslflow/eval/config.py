@@ -18,7 +18,9 @@ class ExtractCfg(Section):
     """Frozen-feature extraction (`sslflow extract`)."""
 
     batch_size: int = Field(512, gt=0, description="images per forward pass")
-    dtype: Literal["float32", "float16"] = Field("float32", description="stored feature type (float16 halves ImageNet's files)")
+    dtype: Literal["float32", "float16"] = Field(
+        "float32", description="stored feature type (float16 halves ImageNet's files)"
+    )
     head_layers: int = Field(
         0,
         ge=0,
@@ -35,7 +37,9 @@ class LinearCfg(Section):
     )
     sklearn_max_rows: int = Field(20000, gt=0, description="auto picks scikit-learn up to this many train rows on CPU")
     l2_grid: list[float] = Field(
-        [1e-5, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1, description="L2 strengths tried (penalty l2/2 |W|^2 on the mean loss)"
+        [1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
+        min_length=1,
+        description="L2 strengths tried (penalty l2/2 |W|^2 on the mean loss)",
     )
     holdout: float = Field(0.1, gt=0, lt=1, description="share of train held out to choose the L2 strength (never val)")
     max_iter: int = Field(100, gt=0, description="L-BFGS iterations per fit")
@@ -59,14 +63,17 @@ class FinetuneCfg(Section):
     """
 
     enabled: bool = True
-    epochs: dict[Fraction, int] = Field({"1pct": 60, "10pct": 30}, description="epochs over the subset, per fraction (SimCLR's)")
+    epochs: dict[Fraction, int] = Field(
+        {"1pct": 60, "10pct": 30}, description="epochs over the subset, per fraction (SimCLR's)"
+    )
     batch_size: int = Field(64, gt=0, description="capped at the subset's size")
     eval_batch_size: int = Field(512, gt=0, description="images per forward pass when scoring val")
     lr: float = Field(0.05, gt=0, description="Nesterov SGD learning rate per 256 images (SimCLR: 0.05 x B/256)")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, description="SimCLR fine-tunes without regularisation")
     head_layers: Literal["auto"] | int = Field(
-        "auto", description="projection-head layers kept below the classifier; auto = 1 for a 3-layer head (SimCLRv2), else 0"
+        "auto",
+        description="projection-head layers kept below the classifier; auto = 1 for a 3-layer head (SimCLRv2), else 0",
     )
 
     @field_validator("epochs")

@@ -8,9 +8,9 @@ over from another encoder are refused instead of silently evaluated.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -45,7 +45,13 @@ class FeatureSet:
 
 
 def extract(
-    encoder: nn.Module, batches: Iterable[dict], *, total: int, device: str, dtype: str = "float32", desc: str = "extract"
+    encoder: nn.Module,
+    batches: Iterable[dict],
+    *,
+    total: int,
+    device: str,
+    dtype: str = "float32",
+    desc: str = "extract",
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(features, labels, keys) of every batch of an eval loader, in its order.
 

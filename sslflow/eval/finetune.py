@@ -9,8 +9,8 @@ it the supervised baseline trained from scratch on the subset.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -75,7 +75,12 @@ def train(
     for epoch in range(epochs):
         model.train()
         total, steps = 0.0, 0
-        for batch in tqdm(first if epoch == 0 else batches(epoch), desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=None, leave=False):
+        for batch in tqdm(
+            first if epoch == 0 else batches(epoch),
+            desc=f"{desc} epoch {epoch + 1}/{epochs}",
+            disable=None,
+            leave=False,
+        ):
             loss = loss_fn(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -87,7 +92,9 @@ def train(
     return losses
 
 
-def predict(model: nn.Module, batches: Iterable[dict], device: str, desc: str = "predict") -> tuple[torch.Tensor, np.ndarray]:
+def predict(
+    model: nn.Module, batches: Iterable[dict], device: str, desc: str = "predict"
+) -> tuple[torch.Tensor, np.ndarray]:
     """(logits, labels) over every batch, model in eval mode (BN running statistics)."""
     model.eval()
     logits, labels = [], []

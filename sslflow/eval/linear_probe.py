@@ -17,8 +17,9 @@ on a held-out slice of train, never on val, then the probe is refit on all of tr
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch

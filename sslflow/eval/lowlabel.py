@@ -11,7 +11,7 @@ Three classifiers, each scored on the whole val split:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,7 +25,10 @@ NO_FINETUNE = ("raw_pixels",)  # a flatten "encoder" has no weights to tune
 
 def empty_result() -> dict:
     """Every key of a fraction's entry in lowlabel.json; null until that classifier has run."""
-    return {key: None for key in ("linear_top1", "linear_top5", "finetune_top1", "finetune_top5", "distill_top1", "distill_top5")}
+    return {
+        key: None
+        for key in ("linear_top1", "linear_top5", "finetune_top1", "finetune_top5", "distill_top1", "distill_top5")
+    }
 
 
 def probe_subset(params, train: FeatureSet, val: FeatureSet, rows: np.ndarray, n_classes: int) -> dict:
@@ -116,7 +119,14 @@ def distill_student(params, method: str, teacher, head_layers: int, n_classes: i
 
 
 def evaluate_fraction(
-    params, method: str, fraction: str, keys: Sequence[str], train_set: FeatureSet, val_set: FeatureSet, n_classes: int, device: str
+    params,
+    method: str,
+    fraction: str,
+    keys: Sequence[str],
+    train_set: FeatureSet,
+    val_set: FeatureSet,
+    n_classes: int,
+    device: str,
 ) -> dict:
     """All classifiers of one label fraction, as the fraction's entry of lowlabel.json."""
     result = empty_result()

@@ -39,7 +39,9 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def nt_xent(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SimCLR's NT-Xent over the global batch; returns (loss, positive-retrieval accuracy).
 
     z1[k], z2[k] are the projections of two views of image k (this rank's slice).

@@ -13,6 +13,9 @@ class ModelCfg(Section):
     small_stem: bool = Field(True, description="3x3 conv, no max-pool: for 28-96 px inputs")
     stem_stride: Literal[1, 2] = Field(1, description="stride of the small stem's conv (2 = 4x fewer positions)")
     pool: int = Field(
-        1, ge=1, le=4, description="side of the final average pool: 1 = global; 2 keeps a coarse 2x2 layout (x4 features)"
+        1,
+        ge=1,
+        le=4,
+        description="side of the final average pool: 1 = global; 2 keeps a coarse 2x2 layout (x4 features)",
     )
     zero_init_residual: bool = Field(True, description="last BN of each block starts at 0 (Goyal et al.)")

@@ -85,7 +85,9 @@ def read_encoder(path: Path | str) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncation, non-tensor objects refused by weights_only
-        raise UserError(f"{path}: not a readable encoder file ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise UserError(
+            f"{path}: not a readable encoder file ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     missing = [key for key in REQUIRED if not isinstance(payload, dict) or key not in payload]
     if missing:
         raise UserError(f"{path}: not an encoder file (missing {', '.join(missing)})")
@@ -94,7 +96,9 @@ def read_encoder(path: Path | str) -> dict[str, Any]:
     return payload
 
 
-def load_encoder(path: Path | str, *, head_layers: int = 0, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_encoder(
+    path: Path | str, *, head_layers: int = 0, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict]:
     """Frozen feature extractor (eval mode, no grad) mapping (B, C, H, W) -> (B, D), and the file's metadata.
 
     head_layers > 0 appends that many layers of the projection head (SimCLRv2
@@ -123,7 +127,9 @@ def _head_prefix(path: Path | str, payload: dict, layers: int) -> nn.Module:
     if payload["head"] is None or cfg is None:
         raise UserError(f"{path}: {payload['method']} has no projection head (head_layers must be 0)")
     if not 0 < layers < cfg["layers"]:
-        raise UserError(f"{path}: head_layers must be between 1 and {cfg['layers'] - 1} (the hidden layers of the head)")
+        raise UserError(
+            f"{path}: head_layers must be between 1 and {cfg['layers'] - 1} (the hidden layers of the head)"
+        )
     head = projection_head(**cfg)
     head.load_state_dict(payload["head"])
     return head[:layers]

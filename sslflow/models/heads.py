@@ -18,7 +18,9 @@ def projection_head(in_dim: int, hidden_dim: int, out_dim: int, layers: int) -> 
     dim = in_dim
     for _ in range(layers - 1):
         # no bias: the BatchNorm right after it has one
-        blocks.append(nn.Sequential(nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)))
+        blocks.append(
+            nn.Sequential(nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True))
+        )
         dim = hidden_dim
     blocks.append(nn.Linear(dim, out_dim))
     return nn.Sequential(*blocks)

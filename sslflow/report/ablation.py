@@ -14,9 +14,10 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import matplotlib
 
@@ -209,10 +210,20 @@ def ablation_figures(experiments: list[Experiment], dest_dir: Path, method: str 
     drawn: list[tuple[str, str]] = []
     scheduling = {f"{p}.{k}" for p in ("train", f"pretrain.{method}") for k in ("batch_size", "epochs")}
     batch = series(
-        sweep(experiments, scheduling), method, lambda e: schedule(e, method, "batch_size"), lambda e: schedule(e, method, "epochs")
+        sweep(experiments, scheduling),
+        method,
+        lambda e: schedule(e, method, "batch_size"),
+        lambda e: schedule(e, method, "epochs"),
     )
     if _spans(batch):
-        _line_figure(batch, dest_dir / "ablation_batch_size.png", title="Batch size and epochs", xlabel="batch size", legend="epochs", log2=True)
+        _line_figure(
+            batch,
+            dest_dir / "ablation_batch_size.png",
+            title="Batch size and epochs",
+            xlabel="batch size",
+            legend="epochs",
+            log2=True,
+        )
         drawn.append(("Linear top-1 against batch size, one line per number of epochs", "ablation_batch_size.png"))
     head_keys = {f"pretrain.{method}.proj_dim", f"pretrain.{method}.proj_layers"}
     head = series(
@@ -222,7 +233,14 @@ def ablation_figures(experiments: list[Experiment], dest_dir: Path, method: str 
         lambda e: e.params.get(f"pretrain.{method}.proj_layers"),
     )
     if _spans(head):
-        _line_figure(head, dest_dir / "ablation_proj_dim.png", title="Projection output dimension", xlabel="projection dim", legend="head layers", log2=True)
+        _line_figure(
+            head,
+            dest_dir / "ablation_proj_dim.png",
+            title="Projection output dimension",
+            xlabel="projection dim",
+            legend="head layers",
+            log2=True,
+        )
         drawn.append(("Linear top-1 against the projection head's output dimension", "ablation_proj_dim.png"))
     temperature = series(
         sweep(experiments, {f"pretrain.{method}.temperature"}),
@@ -231,7 +249,14 @@ def ablation_figures(experiments: list[Experiment], dest_dir: Path, method: str 
         lambda e: "NT-Xent",
     )
     if _spans(temperature):
-        _line_figure(temperature, dest_dir / "ablation_temperature.png", title="NT-Xent temperature", xlabel="temperature", legend="loss", log2=True)
+        _line_figure(
+            temperature,
+            dest_dir / "ablation_temperature.png",
+            title="NT-Xent temperature",
+            xlabel="temperature",
+            legend="loss",
+            log2=True,
+        )
         drawn.append(("Linear top-1 against the NT-Xent temperature", "ablation_temperature.png"))
     pairs = augmentation_pairs(experiments, method)
     if len(pairs) >= 2:

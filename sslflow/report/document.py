@@ -9,7 +9,14 @@ from sslflow import paths
 from sslflow.atomic import atomic_dir, write_json
 from sslflow.report.ablation import Experiment, ablation_figures
 from sslflow.report.collect import MethodResults, ordered, read_results, summary_row
-from sslflow.report.plots import LIVE_DIR, accuracy_figure, method_curves, training_curves_figure, write_accuracy_table, write_curve_tables
+from sslflow.report.plots import (
+    LIVE_DIR,
+    accuracy_figure,
+    method_curves,
+    training_curves_figure,
+    write_accuracy_table,
+    write_curve_tables,
+)
 from sslflow.report.tables import linear_table, lowlabel_table
 
 INTRO = """# Results
@@ -34,7 +41,9 @@ labels, an upper reference rather than a 1% / 10% result.
 """
 
 
-def report_markdown(results: list[MethodResults], figures: list[tuple[str, str]], ablations: list[tuple[str, str]]) -> str:
+def report_markdown(
+    results: list[MethodResults], figures: list[tuple[str, str]], ablations: list[tuple[str, str]]
+) -> str:
     """The whole report.md: intro, both tables, then the figures (paths relative to reports/)."""
     parts = [INTRO, LINEAR_TEXT, linear_table(results), LOWLABEL_TEXT, lowlabel_table(results)]
     if figures:

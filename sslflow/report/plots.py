@@ -42,7 +42,9 @@ def read_curve(path: Path) -> tuple[list[float], list[float]] | None:
     return list(steps), list(values)
 
 
-def method_curves(methods: list[str], live_dir: Path = LIVE_DIR) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
+def method_curves(
+    methods: list[str], live_dir: Path = LIVE_DIR
+) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
     """{method: {"loss": curve, "knn_top1": curve}} for the methods that logged a loss."""
     curves = {}
     for method in methods:

@@ -10,7 +10,7 @@ Accuracies are percentages with one decimal; "-" marks what was not run.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from sslflow.report.collect import CONTROLS, FRACTIONS, MethodResults
 
@@ -66,7 +66,13 @@ def linear_table(methods: list[MethodResults]) -> str:
         rows.append((label,))
         for r in group:
             rows.append(
-                (display_name(r.method), r.backbone or "-", params_m(r.params_m), pct(r.linear_acc(1)), pct(r.linear_acc(5)))
+                (
+                    display_name(r.method),
+                    r.backbone or "-",
+                    params_m(r.params_m),
+                    pct(r.linear_acc(1)),
+                    pct(r.linear_acc(5)),
+                )
             )
     return markdown_table(LINEAR_HEADER, rows, numeric_from=2)
 

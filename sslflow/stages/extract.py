@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(params: Params, method: str) -> dict[str, int]:
     """Write both splits' features atomically (the folder appears whole or not at all); return rows per split."""
-    from sslflow.augment.loader import make_loader
     from sslflow.atomic import atomic_dir
+    from sslflow.augment.loader import make_loader
     from sslflow.data.manifest import check_shard_sizes, load_manifest
     from sslflow.errors import UserError
     from sslflow.eval.device import default_device
@@ -51,7 +51,13 @@ def run(params: Params, method: str) -> dict[str, int]:
     with atomic_dir(paths.FEATURES / method) as tmp:
         for split in SPLITS:
             loader = make_loader(
-                params, kind="eval", split=split, batch_size=cfg.batch_size, shuffle=False, drop_last=False, device=device
+                params,
+                kind="eval",
+                split=split,
+                batch_size=cfg.batch_size,
+                shuffle=False,
+                drop_last=False,
+                device=device,
             )
             features, labels, keys = extract(
                 encoder,
@@ -77,7 +83,9 @@ def run(params: Params, method: str) -> dict[str, int]:
     took = time.perf_counter() - start
     dim = features.shape[1]
     where = f", after {head_layers} head layer(s)" if head_layers else ""
-    print(f"{paths.FEATURES / method}: train {rows['train']} x {dim}, val {rows['val']} x {dim}{where} on {device} ({took:.1f} s)")
+    print(
+        f"{paths.FEATURES / method}: train {rows['train']} x {dim}, val {rows['val']} x {dim}{where} on {device} ({took:.1f} s)"
+    )
     return rows
 
 

@@ -18,7 +18,9 @@ from sslflow.train.config import MethodName
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, choices=typing.get_args(MethodName), help="whose encoder to evaluate")
+    parser.add_argument(
+        "--method", required=True, choices=typing.get_args(MethodName), help="whose encoder to evaluate"
+    )
 
 
 def run(params: Params, method: str) -> dict:

@@ -23,14 +23,22 @@ def run(params: Params, no_experiments: bool = False) -> list[dict]:
     from sslflow.report.document import build_report
 
     experiments = [] if no_experiments else gather_experiments(".")
-    rows = build_report(list(params.pretrain.methods), experiments, draw_views=lambda folder: draw_views(params, folder))
+    rows = build_report(
+        list(params.pretrain.methods), experiments, draw_views=lambda folder: draw_views(params, folder)
+    )
     print(f"{paths.REPORTS / 'report.md'}: {len(rows)} rows, {len(experiments)} experiment(s) read")
     return rows
 
 
 # the view each trained method learns from (controls see only the eval view)
-METHOD_VIEWS = {"simclr": "simclr", "simclr_v2": "simclr", "rotation": "rotation", "relpos": "relpos",
-                "exemplar": "exemplar", "supervised": "supervised"}
+METHOD_VIEWS = {
+    "simclr": "simclr",
+    "simclr_v2": "simclr",
+    "rotation": "rotation",
+    "relpos": "relpos",
+    "exemplar": "exemplar",
+    "supervised": "supervised",
+}
 
 
 def draw_views(params: Params, folder) -> list[tuple[str, str]]:
@@ -41,4 +49,7 @@ def draw_views(params: Params, folder) -> list[tuple[str, str]]:
     if not kinds:
         return []
     written = preview(params, kinds=",".join(kinds), out_dir=folder)
-    return [(f"What {kind} trains on: source images (left) and augmented views", path.name) for kind, path in zip(kinds, written)]
+    return [
+        (f"What {kind} trains on: source images (left) and augmented views", path.name)
+        for kind, path in zip(kinds, written)
+    ]

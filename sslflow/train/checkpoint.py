@@ -67,9 +67,7 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> dic
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:
-        raise UserError(
-            f"{path}: unreadable checkpoint ({type(exc).__name__}); delete it to start over"
-        ) from None
+        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}); delete it to start over") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not a checkpoint of this version of sslflow; delete it to start over")
     return state

@@ -15,9 +15,7 @@ from pydantic import Field, field_validator
 from sslflow.section import Section
 
 Optimizer = Literal["lars", "sgd", "adamw"]
-MethodName = Literal[
-    "simclr", "simclr_v2", "rotation", "relpos", "exemplar", "supervised", "random_init", "raw_pixels"
-]
+MethodName = Literal["simclr", "simclr_v2", "rotation", "relpos", "exemplar", "supervised", "random_init", "raw_pixels"]
 CONTROLS = ("random_init", "raw_pixels")  # nothing to train
 
 
@@ -33,7 +31,9 @@ class KnnCfg(Section):
 
 class TrainCfg(Section):
     epochs: int = Field(1, gt=0)
-    max_steps: int | None = Field(None, gt=0, description="stop (and end the schedule) here; null = epochs x batches per epoch")
+    max_steps: int | None = Field(
+        None, gt=0, description="stop (and end the schedule) here; null = epochs x batches per epoch"
+    )
     batch_size: int = Field(256, gt=0, description="global batch (images) across all ranks")
     optimizer: Optimizer = "lars"
     lr: float = Field(0.3, gt=0, description="base learning rate per 256 images (see lr_scaling)")

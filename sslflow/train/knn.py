@@ -7,7 +7,7 @@ votes for its label with weight exp(sim / t).
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -65,4 +65,3 @@ def knn_top1(
 ) -> float:
     predicted = knn_predict(train[0], train[1], query[0], k, temperature, num_classes)
     return (predicted == query[1]).float().mean().item()
-

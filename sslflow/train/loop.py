@@ -13,7 +13,6 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,7 +207,9 @@ class Trainer:
                     "method": self.name,
                     "run_id": self.run_id,
                     "world_size": self.env.world_size,
-                    "position": [pos.epoch + 1, 0, pos.global_step] if ends_epoch else [pos.epoch, pos.step_in_epoch, pos.global_step],
+                    "position": [pos.epoch + 1, 0, pos.global_step]
+                    if ends_epoch
+                    else [pos.epoch, pos.step_in_epoch, pos.global_step],
                     "steps_per_epoch": self.steps_per_epoch,
                     "done": done,
                     "model": self.method.state_dict(),
@@ -220,8 +221,12 @@ class Trainer:
             )
 
         bar = tqdm(
-            total=total_steps, initial=pos.global_step, desc=f"pretrain {self.name}", unit="step",
-            disable=None if self.env.is_main else True, dynamic_ncols=True,
+            total=total_steps,
+            initial=pos.global_step,
+            desc=f"pretrain {self.name}",
+            unit="step",
+            disable=None if self.env.is_main else True,
+            dynamic_ncols=True,
         )
         with StopRequest() as stop, bar:
             while pos.global_step < total_steps:
@@ -312,7 +317,9 @@ def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
     return moved
 
 
-def train_step(net: nn.Module, method: Method, batch: dict, optimizer, scheduler, bf16: bool) -> tuple[torch.Tensor, dict]:
+def train_step(
+    net: nn.Module, method: Method, batch: dict, optimizer, scheduler, bf16: bool
+) -> tuple[torch.Tensor, dict]:
     """One optimisation step: forward (bf16 autocast on GPUs), backward, update, schedule, momentum encoder."""
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
     with autocast:

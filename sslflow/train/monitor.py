@@ -98,8 +98,13 @@ class Monitor:
         value = math.nan
         if self.is_main:
             value = knn_monitor(
-                t.params, t.method.backbone, t.device, t.cfg.knn, len(t.manifest["classes"]),
-                batch_size=min(512, max(64, t.local_batch)), bf16=t.bf16,
+                t.params,
+                t.method.backbone,
+                t.device,
+                t.cfg.knn,
+                len(t.manifest["classes"]),
+                batch_size=min(512, max(64, t.local_batch)),
+                bf16=t.bf16,
             )
         self.knn_top1 = ddp.broadcast_float(value, self.trainer.env)
         self.knn_step = step

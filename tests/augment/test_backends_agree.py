@@ -82,8 +82,12 @@ def test_grey_sources_pass_every_op(tiny_project, monkeypatch, backend):
     batch = next(iter(make_loader(params, kind="simclr", batch_size=64)))
     assert batch["view1"].shape == (64, 1, 28, 28) and torch.isfinite(batch["view1"]).all()
     # forced to 3 channels, a grey image stays grey through crop, flip, jitter, grayscale and blur
-    colour_ops = "[{op: random_resized_crop}, {op: flip}, {op: color_jitter, p: 1.0}, {op: grayscale}, {op: gaussian_blur}]"
-    params = params_in(tiny_project, f"augment.backend={backend}", "augment.channels=3", f"augment.simclr.ops={colour_ops}")
+    colour_ops = (
+        "[{op: random_resized_crop}, {op: flip}, {op: color_jitter, p: 1.0}, {op: grayscale}, {op: gaussian_blur}]"
+    )
+    params = params_in(
+        tiny_project, f"augment.backend={backend}", "augment.channels=3", f"augment.simclr.ops={colour_ops}"
+    )
     view = next(iter(make_loader(params, kind="simclr", batch_size=64)))["view1"]
     assert view.shape == (64, 3, 28, 28)
     assert (view[:, 0] - view[:, 1]).abs().max() < 0.05 and (view[:, 1] - view[:, 2]).abs().max() < 0.05

@@ -95,7 +95,14 @@ def test_keys_restrict_to_the_subset_in_shard_order(fm, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ranks_split_the_split_disjointly_and_step_together(fm, backend):
     params = fm_params(fm, backend)
-    seen = [collect(make_loader(params, kind="eval", split="val", batch_size=16, rank=r, world_size=3, shuffle=False, drop_last=False))["key"] for r in range(3)]
+    seen = [
+        collect(
+            make_loader(
+                params, kind="eval", split="val", batch_size=16, rank=r, world_size=3, shuffle=False, drop_last=False
+            )
+        )["key"]
+        for r in range(3)
+    ]
     assert sorted(sum(seen, [])) == sorted(s[0] for s in iter_samples("data/shards", "val"))
     assert [len(s) for s in seen] == [66, 67, 67]  # DALI's shard_id slices of 200
     lengths = {len(make_loader(params, kind="simclr", batch_size=16, rank=r, world_size=3, epoch=1)) for r in range(3)}

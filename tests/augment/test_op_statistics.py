@@ -57,7 +57,7 @@ def test_grayscale_rate_and_luma(probe_project, monkeypatch, backend):
     blues = [int(round(v)) for v in x[~grey][:, 2, 0, 0].tolist()]
     assert len(set(blues)) > 1
     coloured = torch.stack([torch.from_numpy(probe_pixels(b)).float() for b in range(40, 160)])
-    luma = (coloured @ torch.tensor([0.299, 0.587, 0.114]))
+    luma = coloured @ torch.tensor([0.299, 0.587, 0.114])
     best = (g[:, None] - luma[None]).abs().amax(dim=(2, 3)).min(dim=1).values
     assert (best <= 1.5).all()
 
@@ -113,7 +113,9 @@ def test_cutout_erases_a_square_of_the_mean(probe_project, monkeypatch, backend)
     windows = torch.nn.functional.avg_pool2d(filled.all(dim=1, keepdim=True).float(), 16, stride=1)
     erased = windows.amax(dim=(1, 2, 3)) == 1.0
     assert_rate(erased.float().mean().item(), 0.5, len(x))
-    assert (filled.all(dim=1).sum(dim=(1, 2))[erased] <= 16 * 16 + 2 * 16).all()  # one 16x16 square (+ ramp pixels at 127.5)
+    assert (
+        filled.all(dim=1).sum(dim=(1, 2))[erased] <= 16 * 16 + 2 * 16
+    ).all()  # one 16x16 square (+ ramp pixels at 127.5)
     del params
 
 
@@ -152,7 +154,9 @@ def test_deterministic_ops_give_the_same_pixels_on_both_backends(tiny_project, m
     monkeypatch.chdir(tiny_project)
     views = []
     for backend in BACKENDS:
-        params = params_in(tiny_project, f"augment.backend={backend}", f"augment.channels={channels}", f"augment.supervised.ops={ops}")
+        params = params_in(
+            tiny_project, f"augment.backend={backend}", f"augment.channels={channels}", f"augment.supervised.ops={ops}"
+        )
         loader = make_loader(params, kind="supervised", batch_size=100, shuffle=False, drop_last=False)
         views.append(to_pixels(collect(loader, 200)["image"][:200], params))
     dali, tv = views

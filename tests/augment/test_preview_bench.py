@@ -41,9 +41,21 @@ def test_preview_writes_a_grid_per_kind(scratch_project, capsys):
 
 def test_bench_reports_images_per_second_of_both_backends(scratch_project, capsys):
     params = params_in(scratch_project)
-    rows = bench.run(params, kinds="simclr,eval", backends="dali,torchvision", batch_size=50, seconds=0.2, warmup=1,
-                     json=scratch_project / "bench.json")
-    assert [(r["backend"], r["kind"]) for r in rows] == [("dali", "simclr"), ("dali", "eval"), ("torchvision", "simclr"), ("torchvision", "eval")]
+    rows = bench.run(
+        params,
+        kinds="simclr,eval",
+        backends="dali,torchvision",
+        batch_size=50,
+        seconds=0.2,
+        warmup=1,
+        json=scratch_project / "bench.json",
+    )
+    assert [(r["backend"], r["kind"]) for r in rows] == [
+        ("dali", "simclr"),
+        ("dali", "eval"),
+        ("torchvision", "simclr"),
+        ("torchvision", "eval"),
+    ]
     assert all(r["images_per_s"] > 0 and r["batches"] >= 1 and r["size"] == 28 for r in rows)
     assert rows[0]["views_per_s"] == pytest.approx(2 * rows[0]["images_per_s"], rel=1e-3)
     assert json.loads((scratch_project / "bench.json").read_text()) == rows

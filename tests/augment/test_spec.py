@@ -18,18 +18,36 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("augment.simclr.ops=[{op: flip}, {op: random_resized_crop}]", "augment.simclr.ops: Value error, random_resized_crop may only be the first op"),
-        ("augment.simclr.ops=[{op: flip, p: 1.5}]", "augment.simclr.ops.0.flip.p: Input should be less than or equal to 1"),
-        ("augment.simclr.ops=[{op: sharpen}]", "augment.simclr.ops.0: Input tag 'sharpen' found using 'op' does not match"),
+        (
+            "augment.simclr.ops=[{op: flip}, {op: random_resized_crop}]",
+            "augment.simclr.ops: Value error, random_resized_crop may only be the first op",
+        ),
+        (
+            "augment.simclr.ops=[{op: flip, p: 1.5}]",
+            "augment.simclr.ops.0.flip.p: Input should be less than or equal to 1",
+        ),
+        (
+            "augment.simclr.ops=[{op: sharpen}]",
+            "augment.simclr.ops.0: Input tag 'sharpen' found using 'op' does not match",
+        ),
         ("augment.simclr.ops=[{op: random_resized_crop, scale: [0.9, 0.2]}]", "scale: Value error, low 0.9 > high 0.2"),
         ("augment.simclr.ops=[{op: random_resized_crop, scale: [0.2, 1.5]}]", "area fractions must be in (0, 1]"),
         ("augment.simclr.ops=[{op: rotate, angles: [45]}]", "rotate.angles must be multiples of 90"),
-        ("augment.rotation.ops=[{op: rotate}]", "augment.rotation.ops: Value error, the rotation view rotates by itself"),
-        ("augment.relpos.grid=30", "augment.relpos: Value error, 3*patch + 2*gap + 2*jitter = 36 does not fit in grid 30"),
+        (
+            "augment.rotation.ops=[{op: rotate}]",
+            "augment.rotation.ops: Value error, the rotation view rotates by itself",
+        ),
+        (
+            "augment.relpos.grid=30",
+            "augment.relpos: Value error, 3*patch + 2*gap + 2*jitter = 36 does not fit in grid 30",
+        ),
         ("augment.mean=[0.1, 0.2]", "augment.mean: Value error, give 1 value"),
         ("augment.std=[0.0]", "augment.std: Value error, every std must be > 0"),
         ("augment.channels=2", "augment.channels"),
-        ("augment.simclr.ops=[{op: color_jitter, strength: 2.0}]", "strength: Input should be less than or equal to 1.25"),
+        (
+            "augment.simclr.ops=[{op: color_jitter, strength: 2.0}]",
+            "strength: Input should be less than or equal to 1.25",
+        ),
         ("augment.simclr.ops=[{op: gaussian_blur, sigma: ['0.1', 2.0]}]", "sigma.0: Input should be a valid number"),
         ("augment.shuffle_buffer=0", "augment.shuffle_buffer: Input should be greater than 0"),
         ("augment.colour=1", "augment.colour: unknown key"),
@@ -59,7 +77,10 @@ def test_cli_exits_2_with_one_line_and_writes_nothing(tmp_path):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     result = subprocess.run(
         ["sslflow", "augment", "preview", "-S", "augment.simclr.ops=[{op: flip, p: 2}]"],
-        cwd=tmp_path, capture_output=True, text=True, env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

@@ -20,7 +20,9 @@ from tests.augment.conftest import BACKENDS, collect, params_in, probe_params, t
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_rotation_targets_match_the_pixels(probe_project, monkeypatch, backend):
     monkeypatch.chdir(probe_project)
-    params = params_in(probe_project, f"augment.backend={backend}", *probe_params("augment.rotation.ops=[{op: flip, p: 0.5}]"))
+    params = params_in(
+        probe_project, f"augment.backend={backend}", *probe_params("augment.rotation.ops=[{op: flip, p: 0.5}]")
+    )
     batch = next(iter(make_loader(params, kind="rotation", batch_size=20)))
     x, target = to_pixels(batch["image"], params), batch["target"]
     quarters = x.split(20)
@@ -58,7 +60,11 @@ def test_relpos_targets_match_the_patch_offsets(probe_project, monkeypatch, back
 def test_relpos_colour_dropping_keeps_one_channel(probe_project, monkeypatch, backend):
     monkeypatch.chdir(probe_project)
     grid = "{grid: 64, patch: 14, gap: 6, jitter: 3, colour_drop: 1.0, projection: false}"
-    params = params_in(probe_project, f"augment.backend={backend}", *probe_params(f"augment.relpos={grid}", "augment.mean=[0.1]", "augment.std=[0.25]"))
+    params = params_in(
+        probe_project,
+        f"augment.backend={backend}",
+        *probe_params(f"augment.relpos={grid}", "augment.mean=[0.1]", "augment.std=[0.25]"),
+    )
     centre = to_pixels(next(iter(make_loader(params, kind="relpos", batch_size=40)))["center"], params)
     # a dropped channel is the mean (25.5) plus noise of 1/100 of the std (0.64 levels); a kept one is
     # a ramp spanning 56 levels, or the blue constant (40 or more)
@@ -89,5 +95,10 @@ def test_exemplar_classes_are_stored_patches_copied_k_times(tiny_project, tmp_pa
     make_loader(params, kind="exemplar", batch_size=16, shards_dir=shards)
     assert ARTEFACT.stat().st_mtime_ns == before
     # a different draw (another seed) replaces it
-    make_loader(params_in(tmp_path, f"augment.backend={backend}", "seed=1", *ex), kind="exemplar", batch_size=16, shards_dir=shards)
+    make_loader(
+        params_in(tmp_path, f"augment.backend={backend}", "seed=1", *ex),
+        kind="exemplar",
+        batch_size=16,
+        shards_dir=shards,
+    )
     assert not np.array_equal(np.load(ARTEFACT)["keys"], stored["keys"])

@@ -14,7 +14,11 @@ def pixels(seed: int, size: tuple[int, int] = (48, 64), channels: int = 3) -> np
     rng = np.random.default_rng(seed)
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w]
-    base = rng.uniform(0, 255, channels) + rng.uniform(-2, 2, channels) * xx[..., None] + rng.uniform(-2, 2, channels) * yy[..., None]
+    base = (
+        rng.uniform(0, 255, channels)
+        + rng.uniform(-2, 2, channels) * xx[..., None]
+        + rng.uniform(-2, 2, channels) * yy[..., None]
+    )
     image = np.clip(base + rng.normal(0, 12, (h, w, channels)), 0, 255).astype(np.uint8)
     return image[..., 0] if channels == 1 else image
 
@@ -40,7 +44,9 @@ def write(path: Path, data: bytes) -> Path:
     return path
 
 
-def make_imagefolder(root: Path, classes=("cat", "dog", "fox"), train_per_class: int = 6, val_per_class: int = 2) -> Path:
+def make_imagefolder(
+    root: Path, classes=("cat", "dog", "fox"), train_per_class: int = 6, val_per_class: int = 2
+) -> Path:
     """ROOT/{train,val}/<class>/...: mostly JPEGs (one progressive, one grey), one PNG per train class."""
     seed = 0
     for split, count in (("train", train_per_class), ("val", val_per_class)):
@@ -59,7 +65,11 @@ def make_imagefolder(root: Path, classes=("cat", "dog", "fox"), train_per_class:
 
 
 def make_imagenet(
-    root: Path, wnids=("n01440764", "n01443537", "n01484850"), train_per_class: int = 5, val: int = 6, flat_val: bool = True,
+    root: Path,
+    wnids=("n01440764", "n01443537", "n01484850"),
+    train_per_class: int = 5,
+    val: int = 6,
+    flat_val: bool = True,
     csv_in: str = "root",
 ) -> Path:
     """ILSVRC2012 shape: train/<wnid>/<wnid>_<n>.JPEG; val flat with LOC_val_solution.csv, or in wnid folders."""

@@ -27,7 +27,10 @@ def test_repo_defaults():
         (["data.layout=imagefolder"], "class_names is for the mnist-idx layout only"),
         (["data.class_names=[a, a]"], "class_names has duplicates"),
         (["data.val_labels=x.csv"], "val_labels is for the imagenet layout only"),
-        (["data.layout=imagenet", "data.class_names=null", "data.subsets.files={1pct: a.txt}"], "give both 1pct and 10pct lists"),
+        (
+            ["data.layout=imagenet", "data.class_names=null", "data.subsets.files={1pct: a.txt}"],
+            "give both 1pct and 10pct lists",
+        ),
         (["data.shards=3"], "data.shards: unknown key"),
     ],
 )

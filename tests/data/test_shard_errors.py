@@ -136,9 +136,13 @@ def test_idx_labels_not_matching_images(tmp_path):
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 10), ("t10k", 4)):
         write_idx(source / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28), dtype=np.uint8))
-        write_idx(source / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n - (prefix == "train"), dtype=np.uint8))
+        write_idx(
+            source / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n - (prefix == "train"), dtype=np.uint8)
+        )
     project = make_project(tmp_path / "p", {"source": str(source)})
-    assert_refused(project, f"{source / 'train-labels-idx1-ubyte.gz'}: 9 labels for 10 images in train-images-idx3-ubyte.gz")
+    assert_refused(
+        project, f"{source / 'train-labels-idx1-ubyte.gz'}: 9 labels for 10 images in train-images-idx3-ubyte.gz"
+    )
 
 
 def test_idx_file_missing(tmp_path):
@@ -152,7 +156,9 @@ def test_val_image_absent_from_csv(tmp_path):
     root = make_imagenet(tmp_path / "src")
     write(root / "val/ILSVRC2012_val_00000099.JPEG", jpeg_bytes(3))
     project = make_project(tmp_path / "p", {"source": str(root), "layout": "imagenet", "class_names": None})
-    assert_refused(project, f"{root / 'val/ILSVRC2012_val_00000099.JPEG'}: val image absent from {root / 'LOC_val_solution.csv'}")
+    assert_refused(
+        project, f"{root / 'val/ILSVRC2012_val_00000099.JPEG'}: val image absent from {root / 'LOC_val_solution.csv'}"
+    )
 
 
 def test_csv_lists_missing_val_image(tmp_path):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import make_project, shard_in
-from tests.data.imagetrees import jpeg_bytes, make_imagefolder, make_imagenet, png_bytes, write
 from sslflow.data.read import iter_samples, read_subset, shard_files
 from sslflow.errors import UserError
+from tests.conftest import make_project, shard_in
+from tests.data.imagetrees import jpeg_bytes, make_imagefolder, make_imagenet, png_bytes, write
 
 FOLDER_LAYOUT = {"layout": "imagefolder", "class_names": None}
 IMAGENET_LAYOUT = {"layout": "imagenet", "class_names": None}
@@ -24,7 +24,10 @@ def source_files(root: Path, split: str) -> dict[str, tuple[bytes, str]]:
     out = {}
     for path in sorted((root / split).rglob("*")):
         if path.is_file() and path.suffix != ".csv":
-            out[path.relative_to(root / split).as_posix()] = (path.read_bytes(), path.relative_to(root / split).parts[0])
+            out[path.relative_to(root / split).as_posix()] = (
+                path.read_bytes(),
+                path.relative_to(root / split).parts[0],
+            )
     return out
 
 
@@ -64,7 +67,9 @@ def test_index_of_jpg_and_png_shards_equals_wds2idx(tmp_path):
     for split in ("train", "val"):
         for tar in shard_files(project / "data/shards", split):
             out = tmp_path / f"{split}-{tar.stem}.idx"
-            subprocess.run([str(Path(sys.executable).with_name("wds2idx")), str(tar), str(out)], check=True, capture_output=True)
+            subprocess.run(
+                [str(Path(sys.executable).with_name("wds2idx")), str(tar), str(out)], check=True, capture_output=True
+            )
             assert tar.with_suffix(".idx").read_bytes() == out.read_bytes()
 
 
@@ -106,7 +111,9 @@ def test_imagenet_published_subset_lists(tmp_path):
     files = {}
     for name, lines in lists.items():
         files[name] = str(write(tmp_path / f"{name}.txt", ("\n".join(lines) + "\n").encode()))
-    project = make_project(tmp_path / "p", {"source": str(root), **IMAGENET_LAYOUT, "subsets": {"seed": 0, "files": files}})
+    project = make_project(
+        tmp_path / "p", {"source": str(root), **IMAGENET_LAYOUT, "subsets": {"seed": 0, "files": files}}
+    )
     manifest = shard_in(project)
     assert read_subset("1pct", project / "data/shards") == ["n01440764_10003", "n01443537_10001"]
     assert read_subset("10pct", project / "data/shards") == ["n01440764_10003", "n01443537_10001", "n01484850_10009"]
@@ -126,7 +133,10 @@ def test_published_list_naming_a_skipped_image(tmp_path):
     data = {"source": str(root), **IMAGENET_LAYOUT, "on_bad_image": "skip", "subsets": {"seed": 0, "files": files}}
     manifest = shard_in(make_project(tmp_path / "p", data))
     assert manifest["skipped"] == [
-        {"file": "train/n01443537/n01443537_10002.JPEG", "reason": "truncated JPEG (no end-of-image marker after the last scan)"}
+        {
+            "file": "train/n01443537/n01443537_10002.JPEG",
+            "reason": "truncated JPEG (no end-of-image marker after the last scan)",
+        }
     ]
     assert manifest["subsets"] == {"1pct": 1, "10pct": 1}
     assert manifest["splits"]["train"]["count"] == 11
@@ -154,13 +164,18 @@ def test_dali_decodes_jpg_and_png_shards(tmp_path):
     project = make_project(tmp_path / "p", {"source": str(root), **FOLDER_LAYOUT})
     shard_in(project)
     tars = shard_files(project / "data/shards", "train")
-    expected = [(np.asarray(Image.open(io.BytesIO(d)).convert("RGB")), label) for _, d, _, label in iter_samples(project / "data/shards", "train")]
+    expected = [
+        (np.asarray(Image.open(io.BytesIO(d)).convert("RGB")), label)
+        for _, d, _, label in iter_samples(project / "data/shards", "train")
+    ]
 
     @pipeline_def(batch_size=len(expected), num_threads=1, device_id=None)
     def pipe():
         raw, cls = fn.readers.webdataset(
-            paths=[str(t) for t in tars], index_paths=[str(t.with_suffix(".idx")) for t in tars],
-            ext=["jpg;png", "cls"], random_shuffle=False,
+            paths=[str(t) for t in tars],
+            index_paths=[str(t.with_suffix(".idx")) for t in tars],
+            ext=["jpg;png", "cls"],
+            random_shuffle=False,
         )
         return fn.decoders.image(raw, device="cpu", output_type=types.RGB), cls
 

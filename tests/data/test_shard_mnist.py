@@ -6,22 +6,33 @@ import hashlib
 import io
 import json
 import subprocess
+import sys
 import tarfile
 from collections import Counter
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import make_project, read_idx, shard_in
 from sslflow.data.manifest import load_manifest
 from sslflow.data.read import iter_samples, read_subset, shard_files
 from sslflow.data.tarwriter import member_header, tarfile_header
 from sslflow.errors import UserError
+from tests.conftest import make_project, read_idx, shard_in
 
-FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FMNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def source_arrays(source: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -105,9 +116,13 @@ def test_dali_reads_the_same_samples(tiny_project):
 
 
 def test_index_equals_wds2idx(tiny_project, tmp_path):
-    for tar in shard_files(tiny_project / "data/shards", "train")[:2] + shard_files(tiny_project / "data/shards", "val"):
+    for tar in shard_files(tiny_project / "data/shards", "train")[:2] + shard_files(
+        tiny_project / "data/shards", "val"
+    ):
         out = tmp_path / (tar.parent.name + tar.stem + ".idx")
-        subprocess.run([str(Path(sys.executable).with_name("wds2idx")), str(tar), str(out)], check=True, capture_output=True)
+        subprocess.run(
+            [str(Path(sys.executable).with_name("wds2idx")), str(tar), str(out)], check=True, capture_output=True
+        )
         assert tar.with_suffix(".idx").read_bytes() == out.read_bytes()
 
 
@@ -116,7 +131,14 @@ def test_tar_is_what_tarfile_writes_with_fixed_metadata(tiny_project, tmp_path):
     rebuilt = tmp_path / "rebuilt.tar"
     with tarfile.open(tar) as src, tarfile.open(rebuilt, "w", format=tarfile.USTAR_FORMAT) as dst:
         for member in src:
-            assert (member.mtime, member.uid, member.gid, member.uname, member.gname, member.mode) == (0, 0, 0, "", "", 0o644)
+            assert (member.mtime, member.uid, member.gid, member.uname, member.gname, member.mode) == (
+                0,
+                0,
+                0,
+                "",
+                "",
+                0o644,
+            )
             fresh = tarfile.TarInfo(member.name)
             fresh.size, fresh.mtime, fresh.mode = member.size, 0, 0o644
             dst.addfile(fresh, src.extractfile(member))

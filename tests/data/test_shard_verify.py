@@ -42,9 +42,11 @@ def test_truncated_tar(copy):
     data = tar.read_bytes()
     tar.write_bytes(data[: len(data) // 2 + 100])
     lines = problems(verify(copy))
-    assert any(l.startswith(f"data/shards/train/shard-000003.tar: truncated or corrupt tar") for l in lines)
+    assert any(l.startswith("data/shards/train/shard-000003.tar: truncated or corrupt tar") for l in lines)
     assert "data/shards/train/shard-000003.tar: sha256 differs from the manifest (changed or truncated)" in lines
-    assert any(l.startswith("data/shards/train/shard-000003.tar: ") and "samples, the manifest says" in l for l in lines)
+    assert any(
+        l.startswith("data/shards/train/shard-000003.tar: ") and "samples, the manifest says" in l for l in lines
+    )
     # everything else reported follows from the lost samples: split counts and subset keys
     assert all("shard-000003" in l or l.startswith(("data/shards/train: ", "data/shards/subsets/")) for l in lines)
 
@@ -54,7 +56,9 @@ def test_changed_byte_in_an_image(copy):
     data = bytearray(tar.read_bytes())
     data[512 + 100] ^= 0xFF  # inside the first image's data
     tar.write_bytes(bytes(data))
-    assert problems(verify(copy)) == ["data/shards/val/shard-000001.tar: sha256 differs from the manifest (changed or truncated)"]
+    assert problems(verify(copy)) == [
+        "data/shards/val/shard-000001.tar: sha256 differs from the manifest (changed or truncated)"
+    ]
 
 
 def test_manifest_counts_and_missing_index(copy):
@@ -73,4 +77,7 @@ def test_no_manifest(tmp_path):
     (tmp_path / "params.yaml").write_text("{}\n")
     result = verify(tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == "sslflow shard: error: data/shards/manifest.json: not found (run `sslflow shard` first)"
+    assert (
+        result.stderr.strip()
+        == "sslflow shard: error: data/shards/manifest.json: not found (run `sslflow shard` first)"
+    )

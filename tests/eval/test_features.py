@@ -37,7 +37,9 @@ def test_features_record_the_encoder_that_made_them(eval_project):
     import torch
 
     payload = torch.load(eval_project / "models/random_init/encoder.pt", weights_only=True)
-    features = load_features(eval_project / "data/features/random_init/train.npz", fingerprint=None, method="random_init")
+    features = load_features(
+        eval_project / "data/features/random_init/train.npz", fingerprint=None, method="random_init"
+    )
     assert features.fingerprint == payload["fingerprint"]
     assert features.backbone == payload["backbone_name"] and features.params_m == payload["params_m"]
     assert len(features.keys) == 1000
@@ -58,7 +60,9 @@ def test_raw_pixel_features_are_the_normalised_pixels(eval_project):
 
 
 def test_missing_features_name_the_stage_to_run(tmp_path):
-    with pytest.raises(UserError, match=r"simclr/train.npz: features not found \(run `sslflow extract --method simclr` first\)"):
+    with pytest.raises(
+        UserError, match=r"simclr/train.npz: features not found \(run `sslflow extract --method simclr` first\)"
+    ):
         load_features(tmp_path / "simclr/train.npz", fingerprint="abc", method="simclr")
 
 
@@ -71,7 +75,10 @@ def test_stale_features_are_refused_with_exit_code_2(tmp_path, tiny_project, eva
 
     in_project(project, pretrain.run, load_params(project / "params.yaml", ["seed=1"]), "random_init")
     done = subprocess.run(
-        [sys.executable, "-m", "sslflow", "linear", "--method", "random_init"], cwd=project, capture_output=True, text=True
+        [sys.executable, "-m", "sslflow", "linear", "--method", "random_init"],
+        cwd=project,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 2
     assert done.stderr.startswith(

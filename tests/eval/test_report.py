@@ -36,12 +36,20 @@ FILES = {
     "simclr/pretrain.json": {"backbone": "ResNet-18 (0.25x, small stem)", "params_m": 0.6999, "epochs": 3},
     "simclr/linear.json": {"top1": 0.8851, "top5": 0.9974, "l2": 1e-4, "backbone": "ignored", "params_m": 9.0},
     "simclr/lowlabel.json": {"1pct": fraction(0.8049, 0.9901, 0.7712, 0.9811), "10pct": fraction(0.8533, 0.9962)},
-    "rotation/linear.json": {"top1": 0.8612, "top5": 0.9951, "backbone": "ResNet-18 (0.25x, small stem)", "params_m": 0.6999},
+    "rotation/linear.json": {
+        "top1": 0.8612,
+        "top5": 0.9951,
+        "backbone": "ResNet-18 (0.25x, small stem)",
+        "params_m": 0.6999,
+    },
     "supervised/pretrain.json": {"backbone": "ResNet-18 (0.25x, small stem)", "params_m": 0.6999},
     "supervised/linear.json": {"top1": 0.9104, "top5": 0.9989},
     "random_init/pretrain.json": {"backbone": "ResNet-18 (0.25x, small stem)", "params_m": 0.6999},
     "random_init/linear.json": {"top1": 0.8593, "top5": 0.9968},
-    "random_init/lowlabel.json": {"1pct": fraction(0.7634, 0.9822, 0.6501, 0.9555), "10pct": fraction(0.8201, 0.9936, 0.8012, 0.9901)},
+    "random_init/lowlabel.json": {
+        "1pct": fraction(0.7634, 0.9822, 0.6501, 0.9555),
+        "10pct": fraction(0.8201, 0.9936, 0.8012, 0.9901),
+    },
     "raw_pixels/pretrain.json": {"backbone": "raw pixels", "params_m": 0.0},
     "raw_pixels/linear.json": {"top1": 0.8434, "top5": 0.9968},
     "raw_pixels/lowlabel.json": {"1pct": fraction(0.7833, 0.9845), "10pct": fraction(0.8255, 0.9951)},
@@ -85,7 +93,9 @@ def write_dvclive(root: Path) -> None:
     for method, losses in (("simclr", [6.0, 5.1, 4.8]), ("rotation", [1.4, 0.9, 0.7])):
         folder = root / "dvclive" / method / "plots" / "metrics"
         (folder / "train").mkdir(parents=True)
-        (folder / "train" / "loss.tsv").write_text("step\tloss\n" + "".join(f"{10 * (i + 1)}\t{v}\n" for i, v in enumerate(losses)))
+        (folder / "train" / "loss.tsv").write_text(
+            "step\tloss\n" + "".join(f"{10 * (i + 1)}\t{v}\n" for i, v in enumerate(losses))
+        )
     (root / "dvclive/simclr/plots/metrics/knn").mkdir()
     (root / "dvclive/simclr/plots/metrics/knn/top1.tsv").write_text("step\ttop1\n30\t0.81\n")
 
@@ -145,7 +155,13 @@ def test_report_stage_writes_report_summary_and_figures(tmp_path, monkeypatch, t
     text = (reports / "report.md").read_text()
     assert LINEAR in text and LOWLABEL in text
     assert "![Pretraining curves](plots/training_curves.png)" in text
-    for png in ("plots/accuracy.png", "plots/training_curves.png", "augment/simclr.png", "augment/rotation.png", "augment/supervised.png"):
+    for png in (
+        "plots/accuracy.png",
+        "plots/training_curves.png",
+        "augment/simclr.png",
+        "augment/rotation.png",
+        "augment/supervised.png",
+    ):
         assert (reports / png).read_bytes().startswith(PNG)
     assert sorted(p.name for p in (reports / "augment").iterdir()) == ["rotation.png", "simclr.png", "supervised.png"]
     assert "![What rotation trains on: source images (left) and augmented views](augment/rotation.png)" in text
@@ -168,14 +184,32 @@ def test_a_broken_metrics_file_is_named(tmp_path):
 def exp_entry(rev: str, name: str | None, params: dict, top1: float | None) -> dict:
     """One revision as `dvc exp show --json` prints it."""
     metrics = {} if top1 is None else {"metrics/simclr/linear.json": {"data": {"top1": top1, "top5": 0.99}}}
-    data = {"rev": rev, "timestamp": None, "params": {"params.yaml": {"data": params}}, "metrics": metrics, "deps": {}, "outs": {}, "meta": {}}
+    data = {
+        "rev": rev,
+        "timestamp": None,
+        "params": {"params.yaml": {"data": params}},
+        "metrics": metrics,
+        "deps": {},
+        "outs": {},
+        "meta": {},
+    }
     return {"rev": rev, "name": name, "data": data, "error": None, "experiments": None}
 
 
-def simclr_params(batch=256, epochs=1, proj_dim=128, ops=("random_resized_crop", "color_jitter"), temperature=0.5, lr=0.3) -> dict:
+def simclr_params(
+    batch=256, epochs=1, proj_dim=128, ops=("random_resized_crop", "color_jitter"), temperature=0.5, lr=0.3
+) -> dict:
     return {
         "train": {"batch_size": batch, "epochs": epochs, "lr": lr},
-        "pretrain": {"simclr": {"batch_size": None, "epochs": None, "proj_dim": proj_dim, "proj_layers": 2, "temperature": temperature}},
+        "pretrain": {
+            "simclr": {
+                "batch_size": None,
+                "epochs": None,
+                "proj_dim": proj_dim,
+                "proj_layers": 2,
+                "temperature": temperature,
+            }
+        },
         "augment": {"simclr": {"ops": [{"op": op} for op in ops]}},
     }
 
@@ -194,7 +228,9 @@ def exp_show_rows() -> list[dict]:
         ("e10", simclr_params(batch=2048), None),  # failed run, no metrics
     ]
     baseline = exp_entry("abc123", "main", simclr_params(), 0.85)
-    baseline["experiments"] = [{"revs": [exp_entry(rev, rev, p, top1)], "executor": None, "name": rev} for rev, p, top1 in variants]
+    baseline["experiments"] = [
+        {"revs": [exp_entry(rev, rev, p, top1)], "executor": None, "name": rev} for rev, p, top1 in variants
+    ]
     workspace = exp_entry("workspace", None, simclr_params(batch=4096), 0.5)
     return [workspace, baseline]
 
@@ -203,7 +239,9 @@ def test_exp_show_rows_become_sweeps():
     experiments = parse_exp_show(exp_show_rows())
     assert [e.name for e in experiments][:3] == ["main", "e1", "e2"] and len(experiments) == 11
     assert experiments[0].baseline and experiments[0].params["train.batch_size"] == 256
-    batch = sweep(experiments, {"train.batch_size", "train.epochs", "pretrain.simclr.batch_size", "pretrain.simclr.epochs"})
+    batch = sweep(
+        experiments, {"train.batch_size", "train.epochs", "pretrain.simclr.batch_size", "pretrain.simclr.epochs"}
+    )
     assert [e.name for e in batch] == ["main", "e1", "e2", "e3", "e10"]
     assert augmentation_pairs(experiments, "simclr") == {
         ("random_resized_crop", "color_jitter"): 0.85,
@@ -215,7 +253,12 @@ def test_exp_show_rows_become_sweeps():
 def test_ablation_figures_are_drawn(tmp_path):
     drawn = ablation_figures(parse_exp_show(exp_show_rows()), tmp_path)
     names = [name for _, name in drawn]
-    assert names == ["ablation_batch_size.png", "ablation_proj_dim.png", "ablation_temperature.png", "ablation_augment_pairs.png"]
+    assert names == [
+        "ablation_batch_size.png",
+        "ablation_proj_dim.png",
+        "ablation_temperature.png",
+        "ablation_augment_pairs.png",
+    ]
     for name in names:
         assert (tmp_path / name).read_bytes().startswith(PNG)
     assert ablation_figures(parse_exp_show([exp_show_rows()[1] | {"experiments": None}]), tmp_path / "none") == []
@@ -239,7 +282,9 @@ def test_dvc_metrics_and_plots_show_read_the_outputs(tmp_path, monkeypatch, tiny
     report.run(load_params("params.yaml"), no_experiments=True)
 
     def dvc(*args: str) -> dict:
-        done = subprocess.run([sys.executable, "-m", "dvc", *args, "--json"], capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", *args, "--json"], capture_output=True, text=True, check=True
+        )
         return json.loads(done.stdout)
 
     (shown_rev,) = dvc("metrics", "show").values()  # the workspace (keyed "" before any commit)

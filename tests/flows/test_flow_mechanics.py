@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from sslflow import flows
 from sslflow.launch import LaunchCfg, stage_command
 from tests.flows.conftest import git_dvc_init

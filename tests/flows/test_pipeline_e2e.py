@@ -31,7 +31,9 @@ pytestmark = pytest.mark.slow
 
 PY = sys.executable
 METHODS = ["rotation", "random_init", "raw_pixels"]
-STAGES = {"shard", "report"} | {f"{kind}@{m}" for kind in ("pretrain", "extract", "linear", "lowlabel") for m in METHODS}
+STAGES = {"shard", "report"} | {
+    f"{kind}@{m}" for kind in ("pretrain", "extract", "linear", "lowlabel") for m in METHODS
+}
 
 
 def _params() -> dict:
@@ -277,7 +279,9 @@ def test_corrupt_shard_output_fails_its_reader_once_and_rerun_resumes(tmp_path, 
     # the repair (the list's good bytes, as `sslflow shard` writes them): the flow resumes at the failed stage
     subset.write_bytes(good)
     state, _ = _run_flow(root, monkeypatch)
-    assert state.result() == {stage: "ran" if stage in ("lowlabel@rotation", "report") else "skipped" for stage in STAGES}
+    assert state.result() == {
+        stage: "ran" if stage in ("lowlabel@rotation", "report") else "skipped" for stage in STAGES
+    }
     assert _status(root) == {"report": ["always changed"]}
     ours, theirs = (r / "metrics/rotation/lowlabel.json" for r in (root, repro_project[0]))
     assert _sha(ours) == _sha(theirs)

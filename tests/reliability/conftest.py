@@ -19,12 +19,13 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+
 from tests.processes import default_sigint  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -106,7 +107,7 @@ def one_error_line(result: subprocess.CompletedProcess, prog: str) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr[-4000:]
     assert lines[0].startswith(f"{prog}: error: "), lines[0]
-    return lines[0][len(f"{prog}: error: "):]
+    return lines[0][len(f"{prog}: error: ") :]
 
 
 def sha256(path: Path) -> str:
@@ -162,7 +163,9 @@ def interrupt(
         deadline = time.monotonic() + timeout
         while not ready():
             if proc.poll() is not None:
-                pytest.fail(f"sslflow {' '.join(args)} ended (exit {proc.returncode}) before the signal:\n{(logs / 'err').read_text()[-3000:]}")
+                pytest.fail(
+                    f"sslflow {' '.join(args)} ended (exit {proc.returncode}) before the signal:\n{(logs / 'err').read_text()[-3000:]}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail(f"sslflow {' '.join(args)}: not ready in {timeout} s")
             time.sleep(0.02)

@@ -14,9 +14,24 @@ from .conftest import ENV, METHOD, new_project, one_error_line, sslflow
 CASES = [
     # (command, overrides, environment, expected message)
     (["shard"], ["data.shard_size_mbb=1"], {}, "params.yaml: data.shard_size_mbb: unknown key"),
-    (["pretrain", "--method", METHOD], ["train.epochs=three"], {}, "params.yaml: train.epochs: Input should be a valid integer (got 'three')"),
-    (["pretrain", "--method", METHOD], ["pretrain.rotation.lr=-0.1"], {}, "params.yaml: pretrain.rotation.lr: Input should be greater than 0 (got -0.1)"),
-    (["linear", "--method", METHOD], ["eval.linear.holdout=1.5"], {}, "params.yaml: eval.linear.holdout: Input should be less than 1 (got 1.5)"),
+    (
+        ["pretrain", "--method", METHOD],
+        ["train.epochs=three"],
+        {},
+        "params.yaml: train.epochs: Input should be a valid integer (got 'three')",
+    ),
+    (
+        ["pretrain", "--method", METHOD],
+        ["pretrain.rotation.lr=-0.1"],
+        {},
+        "params.yaml: pretrain.rotation.lr: Input should be greater than 0 (got -0.1)",
+    ),
+    (
+        ["linear", "--method", METHOD],
+        ["eval.linear.holdout=1.5"],
+        {},
+        "params.yaml: eval.linear.holdout: Input should be less than 1 (got 1.5)",
+    ),
     (
         ["pretrain", "--method", METHOD],
         ["pretrain.rotation.batch_size=1"],
@@ -28,7 +43,15 @@ CASES = [
 ]
 
 
-IDS = ["unknown-key", "wrong-type", "negative-lr", "fraction-above-1", "batch-below-world-size", "no-such-method", "no-such-method-argparse"]
+IDS = [
+    "unknown-key",
+    "wrong-type",
+    "negative-lr",
+    "fraction-above-1",
+    "batch-below-world-size",
+    "no-such-method",
+    "no-such-method-argparse",
+]
 
 
 @pytest.mark.parametrize("command, overrides, env, expected", CASES, ids=IDS)

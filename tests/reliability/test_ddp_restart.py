@@ -62,8 +62,19 @@ def test_killed_rank_restarts_and_resumes(tmp_path, tiny_project):
     victim = seeded("ddp-rank", 0, 1)  # the local rank to kill
     log = tmp_path / "torchrun.log"
     cmd = [
-        TORCHRUN, "--standalone", "--nproc-per-node", "2", "--max-restarts", "1", "--monitor-interval", "0.5",
-        "-m", "sslflow", "pretrain", "--method", METHOD,
+        TORCHRUN,
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--max-restarts",
+        "1",
+        "--monitor-interval",
+        "0.5",
+        "-m",
+        "sslflow",
+        "pretrain",
+        "--method",
+        METHOD,
     ]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=project, env=ENV, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -82,7 +93,11 @@ def test_killed_rank_restarts_and_resumes(tmp_path, tiny_project):
     assert proc.returncode == 0, text[-4000:]
     assert set(workers(proc.pid)).isdisjoint(pids)
     # the restarted rank 0 says where it picked up: a checkpoint written before the kill, not step 0
-    resumes = [int(line.rsplit(" ", 1)[1]) for line in text.splitlines() if f"models/{METHOD}/last.pt: resuming from step" in line]
+    resumes = [
+        int(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if f"models/{METHOD}/last.pt: resuming from step" in line
+    ]
     assert len(resumes) == 1 and resumes[0] >= resumed_from > 0, text[-4000:]
     summary = json.loads((project / f"metrics/{METHOD}/pretrain.json").read_text())
     assert summary["steps"] == STEPS and summary["world_size"] == 2

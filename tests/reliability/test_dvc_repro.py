@@ -24,7 +24,9 @@ METHODS = ["rotation", "random_init"]
 
 
 def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=ENV, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=project, env=ENV, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, f"dvc {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
@@ -48,11 +50,21 @@ def dvc_project(tmp_path, tiny_source) -> Path:
     shutil.copy(REPO / ".dvcignore", project)
     shutil.copytree(REPO / "sslflow", project / "sslflow", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy(REPO / "params.yaml", project)
-    set_params(project, {**TINY, "pretrain.methods": METHODS, "pretrain.rotation.max_steps": 5,
-                         "data.source": str(tiny_source), "data.shard_size_mb": 0.25})
+    set_params(
+        project,
+        {
+            **TINY,
+            "pretrain.methods": METHODS,
+            "pretrain.rotation.max_steps": 5,
+            "data.source": str(tiny_source),
+            "data.shard_size_mb": 0.25,
+        },
+    )
     # a first commit: dvclive (the pretrain monitor) fails with "Empty git repo" without one
     subprocess.run(["git", "add", "-A"], cwd=project, check=True, capture_output=True)
-    subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@sslflow", "commit", "-qm", "tiny"], cwd=project, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=ci", "-c", "user.email=ci@sslflow", "commit", "-qm", "tiny"], cwd=project, check=True
+    )
     return project
 
 

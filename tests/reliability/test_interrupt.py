@@ -94,13 +94,19 @@ def test_pretrain_interrupted_then_resumed(tmp_path, tiny_project, trained_proje
     outs = STAGE_OUTS["pretrain"]
     at_least = seeded(f"pretrain-{sig}", 5, 20)  # a checkpoint at this step or later exists when the signal goes
     result = interrupt(
-        project, ["pretrain", "--method", METHOD], sig, lambda: checkpoint_step(project) >= at_least, seed=f"pretrain-{sig}"
+        project,
+        ["pretrain", "--method", METHOD],
+        sig,
+        lambda: checkpoint_step(project) >= at_least,
+        seed=f"pretrain-{sig}",
     )
 
     if sig == signal.SIGTERM:  # pre-emption: checkpoint at the next step, say so, exit 143
         assert result.returncode == 143, result.stderr[-3000:]
         stopped = checkpoint_step(project)
-        assert f"pretrain {METHOD}: stopped by SIGTERM at step {stopped}; models/{METHOD}/last.pt saved" in result.stderr
+        assert (
+            f"pretrain {METHOD}: stopped by SIGTERM at step {stopped}; models/{METHOD}/last.pt saved" in result.stderr
+        )
     else:
         check_stopped(result, sig, "sslflow pretrain")
     assert snapshot(project, outs) == dict.fromkeys(outs)  # no encoder, no metrics

@@ -46,7 +46,11 @@ def test_every_torch_load_is_weights_only():
 
 @pytest.mark.parametrize(
     "stage, file",
-    [("extract", f"models/{METHOD}/encoder.pt"), ("linear", f"models/{METHOD}/encoder.pt"), ("pretrain", f"models/{METHOD}/last.pt")],
+    [
+        ("extract", f"models/{METHOD}/encoder.pt"),
+        ("linear", f"models/{METHOD}/encoder.pt"),
+        ("pretrain", f"models/{METHOD}/last.pt"),
+    ],
 )
 def test_pickled_code_is_refused(tmp_path, tiny_project, trained_project, stage, file):
     project = new_project(tmp_path / "p", tiny_project)
@@ -66,11 +70,15 @@ def test_python_tag_in_params_is_refused_not_run(tmp_path, tiny_project):
     project = new_project(tmp_path / "p", tiny_project)
     marker = tmp_path / "pwned"
     params = project / "params.yaml"
-    text, found = re.subn(r"^seed: .*$", f"seed: !!python/object/apply:os.system ['touch {marker}']", params.read_text(), flags=re.M)
+    text, found = re.subn(
+        r"^seed: .*$", f"seed: !!python/object/apply:os.system ['touch {marker}']", params.read_text(), flags=re.M
+    )
     assert found == 1
     params.write_text(text)
     message = one_error_line(sslflow(project, "shard"), "sslflow shard")
-    assert re.match(r"params.yaml: line \d+ not valid YAML: could not determine a constructor for the tag", message), message
+    assert re.match(r"params.yaml: line \d+ not valid YAML: could not determine a constructor for the tag", message), (
+        message
+    )
     assert not marker.exists()
 
 

@@ -30,18 +30,43 @@ def test_two_node_torchrun_trains(tmp_path, tiny_project):
     project = make_train_project(tmp_path / "project", tiny_project)
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     port = _free_port()
-    settings = [*SMALL_MODEL, "train.batch_size=32", "train.epochs=1", "pretrain.simclr.max_steps=null", "train.knn.val_samples=64", "augment.threads=1", "train.threads=1"]
+    settings = [
+        *SMALL_MODEL,
+        "train.batch_size=32",
+        "train.epochs=1",
+        "pretrain.simclr.max_steps=null",
+        "train.knn.val_samples=64",
+        "augment.threads=1",
+        "train.threads=1",
+    ]
     nodes = []
     for node_rank in (0, 1):
         cmd = [
-            torchrun, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(node_rank),
-            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "sslflow-test",
-            "-m", "sslflow", "pretrain", "--method", "simclr",
+            torchrun,
+            "--nnodes",
+            "2",
+            "--nproc-per-node",
+            "1",
+            "--node-rank",
+            str(node_rank),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            f"127.0.0.1:{port}",
+            "--rdzv-id",
+            "sslflow-test",
+            "-m",
+            "sslflow",
+            "pretrain",
+            "--method",
+            "simclr",
         ]
         for item in settings:
             cmd += ["-S", item]
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-        nodes.append(subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        nodes.append(
+            subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     outputs = [node.communicate(timeout=300) for node in nodes]
     for node, (_, err) in zip(nodes, outputs):
         assert node.returncode == 0, err[-3000:]
@@ -51,7 +76,10 @@ def test_two_node_torchrun_trains(tmp_path, tiny_project):
     assert summary["steps"] == 1000 // 32  # each rank reads half the split in batches of 16
     state = torch.load(project / "models/simclr/last.pt", weights_only=True)
     assert state["world_size"] == 2 and state["done"]
-    losses = [float(line.split("\t")[1]) for line in (project / "dvclive/simclr/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]]
+    losses = [
+        float(line.split("\t")[1])
+        for line in (project / "dvclive/simclr/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]
+    ]
     assert losses[-1] < losses[0]
 
 

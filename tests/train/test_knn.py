@@ -25,7 +25,9 @@ def test_weighted_vote_matches_brute_force():
     rng = np.random.default_rng(0)
     bank, queries = rng.normal(size=(300, 16)), rng.normal(size=(50, 16))
     labels = rng.integers(0, 5, 300)
-    got = knn_predict(torch.tensor(bank), torch.tensor(labels), torch.tensor(queries), k=20, temperature=0.07, num_classes=5, chunk=16)
+    got = knn_predict(
+        torch.tensor(bank), torch.tensor(labels), torch.tensor(queries), k=20, temperature=0.07, num_classes=5, chunk=16
+    )
     assert np.array_equal(got.numpy(), brute_force(bank, labels, queries, 20, 0.07, 5))
 
 

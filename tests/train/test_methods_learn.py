@@ -60,7 +60,9 @@ def test_method_learns(train_project, name, overrides):
 
 
 def test_momentum_encoder_follows_the_online_one(train_project):
-    params = load_params("params.yaml", [*SMALL_MODEL, "pretrain.simclr_v2.queue_size=64", "pretrain.simclr_v2.momentum=0.5"])
+    params = load_params(
+        "params.yaml", [*SMALL_MODEL, "pretrain.simclr_v2.queue_size=64", "pretrain.simclr_v2.momentum=0.5"]
+    )
     torch.manual_seed(0)
     method = build_method("simclr_v2", params, 1, 10)
     online, ema = method.backbone.conv1.weight, method.momentum_backbone.conv1.weight

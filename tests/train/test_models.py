@@ -23,7 +23,9 @@ def test_full_width_resnet50_is_torchvisions_trunk():
     assert ours.out_dim == 2048
 
 
-@pytest.mark.parametrize("arch, width, out_dim", [("resnet18", 0.5, 256), ("resnet18", 0.25, 128), ("resnet50", 0.25, 512)])
+@pytest.mark.parametrize(
+    "arch, width, out_dim", [("resnet18", 0.5, 256), ("resnet18", 0.25, 128), ("resnet50", 0.25, 512)]
+)
 def test_width_scales_every_stage(arch, width, out_dim):
     net = build_backbone(ModelCfg(arch=arch, width=width), 1)
     assert net.out_dim == out_dim
@@ -61,9 +63,17 @@ def _save(path, head_layers=3, method="simclr_v2"):
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.running_mean.uniform_(-1, 1)
     save_encoder(
-        path, method=method, model_cfg=cfg, in_channels=1, image_size=28, backbone=backbone,
-        out_dim=backbone.out_dim, backbone_name=describe(cfg), params_m=count_params_m(backbone),
-        head=head, head_cfg=hcfg,
+        path,
+        method=method,
+        model_cfg=cfg,
+        in_channels=1,
+        image_size=28,
+        backbone=backbone,
+        out_dim=backbone.out_dim,
+        backbone_name=describe(cfg),
+        params_m=count_params_m(backbone),
+        head=head,
+        head_cfg=hcfg,
     )
     return backbone.eval(), head.eval()
 
@@ -100,8 +110,15 @@ def test_encoder_refuses_bad_head_layers_and_corruption(tmp_path):
 def test_raw_pixels_encoder_flattens(tmp_path):
     path = tmp_path / "encoder.pt"
     save_encoder(
-        path, method="raw_pixels", model_cfg=ModelCfg(), in_channels=1, image_size=28, backbone=nn.Flatten(),
-        out_dim=784, backbone_name="raw pixels", params_m=0.0,
+        path,
+        method="raw_pixels",
+        model_cfg=ModelCfg(),
+        in_channels=1,
+        image_size=28,
+        backbone=nn.Flatten(),
+        out_dim=784,
+        backbone_name="raw pixels",
+        params_m=0.0,
     )
     encoder, info = load_encoder(path)
     x = torch.randn(2, 1, 28, 28)

@@ -102,7 +102,13 @@ def test_finished_checkpoint_is_not_retrained_and_other_params_start_over(train_
     from sslflow.params import load_params
     from sslflow.stages.pretrain import run
 
-    overrides = [*SMALL_MODEL, "train.batch_size=64", "pretrain.supervised.max_steps=3", "train.knn.val_samples=64", "augment.threads=1"]
+    overrides = [
+        *SMALL_MODEL,
+        "train.batch_size=64",
+        "pretrain.supervised.max_steps=3",
+        "train.knn.val_samples=64",
+        "augment.threads=1",
+    ]
     first = run(load_params("params.yaml", overrides), "supervised")
     state = torch.load("models/supervised/last.pt", weights_only=True)  # tensors and primitives only
     assert first["steps"] == 3 and state["done"] and state["position"][2] == 3

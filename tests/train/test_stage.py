@@ -19,7 +19,9 @@ from .conftest import SMALL_MODEL
 
 def sslflow(*args: str, cwd) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    return subprocess.run([sys.executable, "-m", "sslflow", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "sslflow", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_unknown_method_is_one_line_exit_2(train_project):
@@ -39,8 +41,9 @@ def test_methods_listed_twice_are_refused(train_project):
 
 def test_every_default_method_has_a_section():
     """dvc.yaml makes pretrain.<method> a param of each stage: it must exist in params.yaml."""
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
     assert all(method in raw["pretrain"] for method in raw["pretrain"]["methods"])
@@ -76,15 +79,30 @@ def test_controls_write_encoders_the_extractor_can_load(train_project):
 @pytest.mark.slow
 def test_bench_pretrain_runs_on_cpu(train_project):
     proc = sslflow(
-        "bench", "pretrain", "-S", "model.width=0.125", "--batch", "32", "--steps", "2", "--warmup", "1",
-        "--rounds", "1", "--json", "bench.json", cwd=train_project,
+        "bench",
+        "pretrain",
+        "-S",
+        "model.width=0.125",
+        "--batch",
+        "32",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--rounds",
+        "1",
+        "--json",
+        "bench.json",
+        cwd=train_project,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((train_project / "bench.json").read_text())
     assert result["device"].startswith("cpu") and result["batch"] == 32
     for key in ("synthetic_images_per_s", "loader_fed_images_per_s", "loader_images_per_s"):
         assert result[key] > 0
-    assert result["ratio"] == pytest.approx(result["loader_fed_images_per_s"] / result["synthetic_images_per_s"], rel=1e-3)
+    assert result["ratio"] == pytest.approx(
+        result["loader_fed_images_per_s"] / result["synthetic_images_per_s"], rel=1e-3
+    )
     assert "ratio fed / ceiling" in proc.stdout
 
 
