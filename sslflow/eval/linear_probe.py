@@ -293,3 +293,22 @@ def linear_probe(
         backend=chosen,
         holdout_top1=holdout_top1,
     )
+
+
+def probe_with(cfg, train_x, train_y, val_x, val_y, *, n_classes: int, seed: int) -> ProbeResult:
+    """linear_probe with the settings of params.yaml's `eval.linear` section (the stages' one way in)."""
+    return linear_probe(
+        train_x,
+        train_y,
+        val_x,
+        val_y,
+        n_classes=n_classes,
+        l2_grid=cfg.l2_grid,
+        holdout=cfg.holdout,
+        backend=cfg.backend,
+        sklearn_max_rows=cfg.sklearn_max_rows,
+        max_iter=cfg.max_iter,
+        tol=cfg.tol,
+        chunk_rows=cfg.chunk_rows,
+        seed=seed,
+    )

@@ -18,7 +18,7 @@ import numpy as np
 from sslflow import paths
 from sslflow.eval.features import FeatureSet
 from sslflow.eval.finetune import Batches, build_classifier, cross_entropy_loss, evaluate, head_layers_for, train
-from sslflow.eval.linear_probe import linear_probe
+from sslflow.eval.linear_probe import probe_with
 
 NO_FINETUNE = ("raw_pixels",)  # a flatten "encoder" has no weights to tune
 
@@ -33,20 +33,13 @@ def empty_result() -> dict:
 
 def probe_subset(params, train: FeatureSet, val: FeatureSet, rows: np.ndarray, n_classes: int) -> dict:
     """Linear probe trained on the subset's rows only (L2 chosen on a held-out slice of the subset)."""
-    cfg = params.eval.linear
-    result = linear_probe(
+    result = probe_with(
+        params.eval.linear,
         train.features[rows],
         train.labels[rows],
         val.features,
         val.labels,
         n_classes=n_classes,
-        l2_grid=cfg.l2_grid,
-        holdout=cfg.holdout,
-        backend=cfg.backend,
-        sklearn_max_rows=cfg.sklearn_max_rows,
-        max_iter=cfg.max_iter,
-        tol=cfg.tol,
-        chunk_rows=cfg.chunk_rows,
         seed=params.seed,
     )
     return {"linear_top1": result.top1, "linear_top5": result.top5, "linear_l2": result.l2}

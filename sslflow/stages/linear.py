@@ -23,24 +23,17 @@ def run(params: Params, method: str) -> dict:
     """Probe the features, write the metrics file atomically and return what was written."""
     from sslflow.atomic import write_json
     from sslflow.eval.inputs import method_features, num_classes
-    from sslflow.eval.linear_probe import linear_probe
+    from sslflow.eval.linear_probe import probe_with
 
-    cfg = params.eval.linear
     start = time.perf_counter()
     train, val = method_features(method)
-    result = linear_probe(
+    result = probe_with(
+        params.eval.linear,
         train.features,
         train.labels,
         val.features,
         val.labels,
         n_classes=num_classes(train, val),
-        l2_grid=cfg.l2_grid,
-        holdout=cfg.holdout,
-        backend=cfg.backend,
-        sklearn_max_rows=cfg.sklearn_max_rows,
-        max_iter=cfg.max_iter,
-        tol=cfg.tol,
-        chunk_rows=cfg.chunk_rows,
         seed=params.seed,
     )
     metrics = {**result.metrics(), "backbone": train.backbone, "params_m": train.params_m}
