@@ -100,22 +100,7 @@ def test_head_layers_take_simclr_v2_features_from_its_first_head_layer(tmp_path,
     params = load_params(project / "params.yaml", ["eval.extract.head_layers=1", "eval.extract.dtype=float16"])
     backbone = build_backbone(params.model, 1)
     cfg = head_cfg(backbone.out_dim, 48, 16, 3)
-    save_encoder(
-        project / "models/simclr_v2/encoder.pt",
-        method="simclr_v2",
-        model_cfg=params.model,
-        in_channels=1,
-        image_size=params.augment.size,
-        backbone=backbone,
-        out_dim=backbone.out_dim,
-        backbone_name="test backbone",
-        params_m=0.5,
-        head=projection_head(**cfg),
-        head_cfg=cfg,
-    )
-    save_encoder(
-        project / "models/rotation/encoder.pt",
-        method="rotation",
+    common = dict(
         model_cfg=params.model,
         in_channels=1,
         image_size=params.augment.size,
@@ -124,6 +109,10 @@ def test_head_layers_take_simclr_v2_features_from_its_first_head_layer(tmp_path,
         backbone_name="test backbone",
         params_m=0.5,
     )
+    save_encoder(
+        project / "models/simclr_v2/encoder.pt", method="simclr_v2", head=projection_head(**cfg), head_cfg=cfg, **common
+    )
+    save_encoder(project / "models/rotation/encoder.pt", method="rotation", **common)
     for method, dim, kept in (("simclr_v2", 48, 1), ("rotation", backbone.out_dim, 0)):
         in_project(project, extract.run, params, method)
         features = load_features(project / f"data/features/{method}/val.npz", fingerprint=None, method=method)
