@@ -149,7 +149,8 @@ def interrupt(
     delay_s: tuple[float, float] = (0.0, 0.3),
     timeout: float = 180,
 ) -> Interrupted:
-    """Start `sslflow ARGS`, wait until `ready()` (work under way), sleep a seeded time in `delay_s`, send `sig`.
+    """Start `sslflow ARGS`, wait until `ready()` (work under way), sleep a seeded time in `delay_s`, send `sig`
+    (to the stopped process).
 
     Output goes to files, not pipes: a worker orphaned by SIGKILL must not keep the test waiting on a pipe.
     """
@@ -170,8 +171,12 @@ def interrupt(
                 pytest.fail(f"sslflow {' '.join(args)}: not ready in {timeout} s")
             time.sleep(0.02)
         time.sleep(random.Random(seed).uniform(*delay_s))
+        # Stopped first, so that a fast stage cannot finish between the check and the signal;
+        # a stopped process takes SIGKILL at once and the others when it continues.
+        proc.send_signal(signal.SIGSTOP)
         assert proc.poll() is None, f"finished before the signal: {(logs / 'err').read_text()[-3000:]}"
         proc.send_signal(sig)
+        proc.send_signal(signal.SIGCONT)
         proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
