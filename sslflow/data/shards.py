@@ -8,6 +8,7 @@ and the source alone, whatever the number of processes or their timing.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import signal
@@ -131,7 +132,7 @@ def _write_parallel(tasks: list[ShardTask], workers: int, bar: tqdm) -> list[Sha
     try:
         for slot in range(workers):
             parent, child = ctx.Pipe()
-            process = ctx.Process(target=_worker, args=(child, slot, counts), daemon=True)
+            process = ctx.Process(target=_worker, args=(child, slot, counts, os.getpid()), daemon=True)
             process.start()
             child.close()
             processes.append(process)
@@ -166,12 +167,13 @@ def _receive(conn) -> ShardResult:
     return payload
 
 
-def _worker(conn, slot: int, counts) -> None:
+def _worker(conn, slot: int, counts, parent_pid: int) -> None:
     """Write the shards the parent sends until it sends None; report an exception and stop."""
     # Ctrl-C and SIGTERM sent to the whole process group are the parent's: it kills the workers
     # and removes the temp dir
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with(parent_pid)
     done = 0
 
     def progress(n: int) -> None:
@@ -192,6 +194,23 @@ def _worker(conn, slot: int, counts) -> None:
         except BaseException:
             conn.send((False, _crash(task)))
             return
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent_pid: int) -> None:
+    """Linux: the kernel kills this worker when the parent dies, SIGKILL included.
+
+    A forked worker also holds its siblings' ends of their pipes, so a parent killed
+    outright leaves every worker waiting on a pipe that never closes.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent's own cleanup is all there is
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _crash(task: ShardTask) -> RuntimeError:

@@ -138,6 +138,7 @@ class Interrupted:
     returncode: int
     stdout: str
     stderr: str
+    orphans: list[int]  # the process's children still alive 5 s after it ended
 
 
 def interrupt(
@@ -175,16 +176,44 @@ def interrupt(
         # a stopped process takes SIGKILL at once and the others when it continues.
         proc.send_signal(signal.SIGSTOP)
         assert proc.poll() is None, f"finished before the signal: {(logs / 'err').read_text()[-3000:]}"
+        children = child_pids(proc.pid)
         proc.send_signal(sig)
         proc.send_signal(signal.SIGCONT)
         proc.wait(timeout=120)
+        orphans = still_alive(children, within_s=5.0)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    result = Interrupted(proc.returncode, (logs / "out").read_text(), (logs / "err").read_text())
+    result = Interrupted(proc.returncode, (logs / "out").read_text(), (logs / "err").read_text(), orphans)
     shutil.rmtree(logs)
     return result
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a live process (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def still_alive(pids: list[int], within_s: float) -> list[int]:
+    """Those of `pids` still running (not zombies) after waiting up to `within_s` for them to go."""
+    deadline = time.monotonic() + within_s
+    while True:
+        alive = [p for p in pids if _running(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
 
 
 def seeded(name: str, low: int, high: int) -> int:

@@ -41,6 +41,7 @@ LAST_LINE = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 def check_stopped(result, sig: int, prog: str) -> None:
     """The exit status the signal should give, and the CLI's one closing line where it can print one."""
     assert result.returncode == SIGNAL_EXIT[sig], result.stderr[-3000:]
+    assert result.orphans == [], "worker processes outlived the stage"
     if sig in LAST_LINE:
         assert result.stderr.strip().splitlines()[-1] == f"{prog}: {LAST_LINE[sig]}", result.stderr[-3000:]
 
