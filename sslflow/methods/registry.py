@@ -20,6 +20,26 @@ def check_method(name: str) -> str:
     return name
 
 
+def method_class(name: str) -> type[Method]:
+    """The module class of a trained method (imports torch)."""
+    from sslflow.methods.exemplar import Exemplar
+    from sslflow.methods.relative_position import RelativePosition
+    from sslflow.methods.rotation import Rotation
+    from sslflow.methods.simclr import SimCLR
+    from sslflow.methods.supervised import Supervised
+
+    classes = {"simclr": SimCLR, "simclr_v2": SimCLR, "rotation": Rotation, "relpos": RelativePosition}
+    classes |= {"exemplar": Exemplar, "supervised": Supervised}
+    if check_method(name) in CONTROLS:
+        raise UserError(f"--method {name}: a control; it has nothing to train")
+    return classes[name]
+
+
+def view_kind(name: str) -> str | None:
+    """The augmentation view a method trains on; None for the controls."""
+    return None if check_method(name) in CONTROLS else method_class(name).kind
+
+
 def build_method(name: str, params, in_channels: int, num_classes: int) -> Method:
     """The method module with a fresh backbone; call under a seeded generator for reproducible weights."""
     from sslflow.models.backbone import build_backbone
@@ -27,10 +47,9 @@ def build_method(name: str, params, in_channels: int, num_classes: int) -> Metho
     backbone = build_backbone(params.model, in_channels)
     dim = backbone.out_dim
     section = getattr(params.pretrain, check_method(name))
+    cls = method_class(name)
     if name in ("simclr", "simclr_v2"):
-        from sslflow.methods.simclr import SimCLR
-
-        return SimCLR(
+        return cls(
             backbone,
             dim,
             temperature=section.temperature,
@@ -40,20 +59,8 @@ def build_method(name: str, params, in_channels: int, num_classes: int) -> Metho
             queue_size=section.queue_size,
             momentum=section.momentum,
         )
-    if name == "rotation":
-        from sslflow.methods.rotation import Rotation
-
-        return Rotation(backbone, dim, section.hidden)
-    if name == "relpos":
-        from sslflow.methods.relative_position import RelativePosition
-
-        return RelativePosition(backbone, dim, section.hidden)
+    if name in ("rotation", "relpos"):
+        return cls(backbone, dim, section.hidden)
     if name == "exemplar":
-        from sslflow.methods.exemplar import Exemplar
-
-        return Exemplar(backbone, dim, params.augment.exemplar.classes)
-    if name == "supervised":
-        from sslflow.methods.supervised import Supervised
-
-        return Supervised(backbone, dim, num_classes)
-    raise UserError(f"--method {name}: a control; it has nothing to train")
+        return cls(backbone, dim, params.augment.exemplar.classes)
+    return cls(backbone, dim, num_classes)  # supervised (method_class refused the controls)

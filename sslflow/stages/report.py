@@ -30,22 +30,12 @@ def run(params: Params, no_experiments: bool = False) -> list[dict]:
     return rows
 
 
-# the view each trained method learns from (controls see only the eval view)
-METHOD_VIEWS = {
-    "simclr": "simclr",
-    "simclr_v2": "simclr",
-    "rotation": "rotation",
-    "relpos": "relpos",
-    "exemplar": "exemplar",
-    "supervised": "supervised",
-}
-
-
 def draw_views(params: Params, folder) -> list[tuple[str, str]]:
     """The augmentation grid of every view kind the listed methods train on, from the real loaders."""
     from sslflow.augment.preview import run as preview
+    from sslflow.methods.registry import view_kind
 
-    kinds = list(dict.fromkeys(METHOD_VIEWS[m] for m in params.pretrain.methods if m in METHOD_VIEWS))
+    kinds = [k for k in dict.fromkeys(view_kind(m) for m in params.pretrain.methods) if k is not None]
     if not kinds:
         return []
     written = preview(params, kinds=",".join(kinds), out_dir=folder)
