@@ -27,18 +27,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", type=int, default=6, help="augmented views per image (columns)")
 
 
-def run(params, kinds: str = ",".join(KINDS), rows: int = 8, views: int = 6, out_dir=OUT_DIR) -> list:
-    """One grid per view kind in `out_dir` (the report stage draws them into its own folder)."""
-    written = []
+def run(params, kinds: str = ",".join(KINDS), rows: int = 8, views: int = 6) -> list:
+    drawn = draw_grids(params, kinds.split(","), OUT_DIR, rows, views)
+    backend = pick_backend(params.augment.backend)
+    for path, (n_rows, n_cols) in drawn.items():
+        print(f"{path}: {n_rows} rows x {n_cols} columns ({backend} backend)")
+    return list(drawn)
+
+
+def draw_grids(params, kinds: list[str], out_dir, rows: int = 8, views: int = 6) -> dict:
+    """One grid per view kind in `out_dir` (the report draws into its own folder): path -> (rows, columns)."""
     keys = sample_keys(rows)
-    for kind in kinds.split(","):
+    drawn = {}
+    for kind in kinds:
         grid, titles = GRIDS[kind](params, keys, views)
         path = out_dir / f"{kind}.png"
         save_grid(grid, titles, path, params, kind)
-        shown = path if out_dir == OUT_DIR else f"{kind}.png"  # not the report's temporary folder
-        print(f"{shown}: {len(grid)} rows x {len(grid[0])} columns ({pick_backend(params.augment.backend)} backend)")
-        written.append(path)
-    return written
+        drawn[path] = (len(grid), len(grid[0]))
+    return drawn
 
 
 def sample_keys(rows: int) -> list[str]:

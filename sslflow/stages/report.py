@@ -32,13 +32,13 @@ def run(params: Params, no_experiments: bool = False) -> list[dict]:
 
 def draw_views(params: Params, folder) -> list[tuple[str, str]]:
     """The augmentation grid of every view kind the listed methods train on, from the real loaders."""
-    from sslflow.augment.preview import run as preview
+    from sslflow.augment.preview import draw_grids
     from sslflow.methods.registry import view_kind
 
     kinds = [k for k in dict.fromkeys(view_kind(m) for m in params.pretrain.methods) if k is not None]
     if not kinds:
         return []
-    written = preview(params, kinds=",".join(kinds), out_dir=folder)
+    written = draw_grids(params, kinds, folder)
     return [
         (f"What {kind} trains on: source images (left) and augmented views", path.name)
         for kind, path in zip(kinds, written)
