@@ -1,65 +1,102 @@
 """Contrastive losses as pure functions of embeddings.
 
-Under DDP each rank holds a slice of the global batch. The embeddings are
-gathered from every rank with ``torch.distributed.nn.functional.all_gather``,
-whose backward sums the gradients that every rank's copy of the loss sends to
-this rank's slice; every rank computes the same global-batch loss, so each
-slice receives ``world_size`` times its global-batch gradient, and DDP's
+Under DDP each rank holds a slice of the global batch. A rank scores only its
+own rows (its 2n projections) against the columns of every rank (the 2N
+gathered projections), as lightly and google-research/simclr do: an (2n, 2N)
+logit matrix instead of everyone building the same (2N, 2N) one. The gather
+keeps the autograd graph and its backward sums, over ranks, the gradients the
+columns receive, so this rank's slice gets the gradient of the sum of all
+ranks' losses, which is ``world_size`` times its global-batch gradient; DDP's
 gradient averaging divides that back: the update equals the single-process
-update on the global batch.
+update on the global batch. The loss value each rank returns is the
+global-batch mean (one scalar all-reduce), so every rank logs the same number.
+
+Logits are computed in float32 with autocast off: under bf16 autocast a matmul
+is cast back to bf16, whose 8-bit mantissa shifts a softmax over thousands of
+logits at temperature 0.1 by ~1e-3.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 
 
-def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
-    """bf16 embeddings (autocast) are compared in float32: the softmax over 2N logits needs the mantissa."""
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _rank() -> int:
+    return dist.get_rank() if _distributed() else 0
+
+
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """float32 at least (float64 stays): the softmax over many logits needs the mantissa."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate `x` from all ranks in rank order, keeping the autograd graph (identity when not distributed)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    """Concatenate `x` from all ranks in rank order, keeping the autograd graph (identity when not distributed).
+
+    The backward reduce-scatters the gradients of every rank's copy back to the
+    slice each rank contributed, summed.
+    """
+    if not _distributed():
         return x
-    return torch.cat(dist_fn.all_gather(x), dim=0)
+    # what torch 2.14's deprecation of torch.distributed.nn.functional.all_gather points to; differentiable
+    from torch.distributed._functional_collectives import all_gather_single
+
+    return all_gather_single(x.contiguous(), gather_dim=0, group=dist.group.WORLD)
 
 
 @torch.no_grad()
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate `x` from all ranks in rank order, without gradients (momentum-encoder keys)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _distributed():
         return x
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)
 
 
+def global_mean(local: torch.Tensor) -> torch.Tensor:
+    """`local` with the value of its mean over ranks and the gradient of `local` (equal batches per rank)."""
+    if not _distributed():
+        return local
+    total = local.detach().clone()
+    dist.all_reduce(total)
+    return local + (total / dist.get_world_size() - local.detach())
+
+
 def nt_xent(
     z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SimCLR's NT-Xent over the global batch; returns (loss, positive-retrieval accuracy).
+    """SimCLR's NT-Xent over the global batch; returns (loss, positive-retrieval accuracy), both global means.
 
     z1[k], z2[k] are the projections of two views of image k (this rank's slice).
     With the 2N gathered projections, sim = cosine similarity and
     l(i, j) = -log exp(sim(z_i, z_j)/t) / sum_{k != i} exp(sim(z_i, z_k)/t),
     L = 1/(2N) sum_k [l(2k-1, 2k) + l(2k, 2k-1)]: a cross-entropy over each row of
     the similarity matrix with the diagonal removed and the other view as target.
+    This rank computes the rows of its own 2n projections.
     """
+    with torch.autocast(z1.device.type, enabled=False):
+        rows1 = F.normalize(full_precision(z1), dim=1)
+        rows2 = F.normalize(full_precision(z2), dim=1)
+        cols1, cols2 = (gather_with_grad(rows1), gather_with_grad(rows2)) if gather else (rows1, rows2)
+        n, big_n = rows1.shape[0], cols1.shape[0]
+        rows = torch.cat([rows1, rows2])
+        logits = rows @ torch.cat([cols1, cols2]).T / temperature
+        # global column of local row i: view 1 at offset rank * n, view 2 another N on; the positive is the other view
+        first = torch.arange(n, device=z1.device) + (_rank() * n if gather else 0)
+        own = torch.cat([first, first + big_n])
+        targets = torch.cat([first + big_n, first])
+        logits = logits.masked_fill(F.one_hot(own, 2 * big_n).bool(), float("-inf"))
+        loss = F.cross_entropy(logits, targets)
+        accuracy = (logits.argmax(dim=1) == targets).float().mean()
     if gather:
-        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
-    n = z1.shape[0]
-    z = F.normalize(_at_least_float32(torch.cat([z1, z2])), dim=1)
-    logits = (z @ z.T) / temperature
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    targets = torch.arange(2 * n, device=z.device).roll(n)  # row i's positive is i + n (mod 2n)
-    loss = F.cross_entropy(logits, targets)
-    accuracy = (logits.argmax(dim=1) == targets).float().mean()
+        loss, accuracy = global_mean(loss), global_mean(accuracy)
     return loss, accuracy
 
 
@@ -77,16 +114,16 @@ def info_nce_with_queue(
     k1, k2: momentum-encoder projections of the same views, gathered from all
     ranks (no grad); queue: (Q, d) normalised keys of earlier batches. Each query
     must pick the other view's key among every key of the global batch and the
-    queue, for both orders of the pair, averaged.
+    queue, for both orders of the pair, averaged. Logits in float32, autocast off.
     """
-    rank = torch.distributed.get_rank() if dist.is_available() and dist.is_initialized() else 0
     n_local = q1.shape[0]
-    targets = torch.arange(n_local, device=q1.device) + rank * n_local
+    targets = torch.arange(n_local, device=q1.device) + _rank() * n_local
     losses, hits = [], []
-    for q, k in ((q1, k2), (q2, k1)):
-        q = F.normalize(_at_least_float32(q), dim=1)
-        candidates = torch.cat([F.normalize(_at_least_float32(k), dim=1), queue.to(q.dtype)])
-        logits = q @ candidates.T / temperature
-        losses.append(F.cross_entropy(logits, targets))
-        hits.append((logits.argmax(dim=1) == targets).float().mean())
+    with torch.autocast(q1.device.type, enabled=False):
+        for q, k in ((q1, k2), (q2, k1)):
+            q = F.normalize(full_precision(q), dim=1)
+            candidates = torch.cat([F.normalize(full_precision(k), dim=1), queue.to(q.dtype)])
+            logits = q @ candidates.T / temperature
+            losses.append(F.cross_entropy(logits, targets))
+            hits.append((logits.argmax(dim=1) == targets).float().mean())
     return (losses[0] + losses[1]) / 2, (hits[0] + hits[1]) / 2

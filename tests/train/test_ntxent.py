@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import warnings
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from sslflow.methods.losses import nt_xent
+from sslflow.methods.losses import info_nce_with_queue, nt_xent
 
 
 def reference_loss(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
@@ -55,6 +56,32 @@ def test_low_precision_embeddings_are_compared_in_float32():
     assert loss.dtype == torch.float32
     expected = reference_loss(z1.bfloat16().double(), z2.bfloat16().double(), 0.2)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def _bf16_embeddings(n: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, dim, generator=g).bfloat16(), torch.randn(n, dim, generator=g).bfloat16()
+
+
+def test_ntxent_under_bf16_autocast_equals_float32_on_the_same_embeddings():
+    """Autocast casts a matmul back to bf16; the logits must stay float32 (at t = 0.1 bf16 logits move the loss ~1e-3)."""
+    z1, z2 = _bf16_embeddings(8, 16, seed=5)
+    expected, _ = nt_xent(z1.float(), z2.float(), 0.1, gather=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = nt_xent(z1, z2, 0.1, gather=False)
+    assert loss.dtype == torch.float32
+    assert abs(loss.item() - expected.item()) < 1e-5
+
+
+def test_queue_loss_under_bf16_autocast_equals_float32_on_the_same_embeddings():
+    q1, q2 = _bf16_embeddings(8, 16, seed=6)
+    k1, k2 = _bf16_embeddings(8, 16, seed=7)
+    queue = torch.nn.functional.normalize(torch.randn(64, 16, generator=torch.Generator().manual_seed(8)), dim=1)
+    expected, _ = info_nce_with_queue(q1.float(), q2.float(), k1.float(), k2.float(), queue, 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = info_nce_with_queue(q1, q2, k1, k2, queue, 0.1)
+    assert loss.dtype == torch.float32
+    assert abs(loss.item() - expected.item()) < 1e-5
 
 
 def test_identical_views_are_retrieved_and_cost_less():
@@ -136,3 +163,26 @@ def test_gathered_two_process_loss_equals_global_batch_loss():
         torch.testing.assert_close(z1_grad / WORLD, grad1[part], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(z2_grad / WORLD, grad2[part], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(ddp_weight_grad, weight_grad, rtol=1e-5, atol=1e-5)
+
+
+def _rank_warnings(rank: int, port: int, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        x1, x2, _ = _global_inputs()
+        part = slice(rank * LOCAL_N, (rank + 1) * LOCAL_N)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loss, _ = nt_xent(x1[part].clone().requires_grad_(), x2[part].clone().requires_grad_(), TAU)
+            loss.backward()
+        results[rank] = [f"{w.category.__name__}: {w.message}" for w in caught]
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_gathering_warns_nothing():
+    """torch 2.14 deprecates torch.distributed.nn.functional.all_gather; the gather uses its replacement."""
+    results = mp.Manager().dict()
+    mp.start_processes(_rank_warnings, args=(_free_port(), results), nprocs=WORLD, start_method="spawn", join=True)
+    assert [results[rank] for rank in range(WORLD)] == [[], []]
