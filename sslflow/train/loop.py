@@ -101,9 +101,8 @@ class Trainer:
         check_shard_sizes(self.manifest)
         self.in_channels = in_channels(params)
         self.device = env.device
+        # bf16 on a CPU is CPU autocast: slower there, but it runs the GPU profiles' code path
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
-        if self.bf16 and self.device.type == "cpu":
-            raise UserError("train.precision: bf16 autocast is for GPUs here; use auto or fp32 on CPU")
         torch.manual_seed(params.seed)  # the same initial weights on every rank and every run
         self.method: Method = build_method(method, params, self.in_channels, len(self.manifest["classes"]))
         self.method.to(self.device)
@@ -320,8 +319,9 @@ def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
 def train_step(
     net: nn.Module, method: Method, batch: dict, optimizer, scheduler, bf16: bool
 ) -> tuple[torch.Tensor, dict]:
-    """One optimisation step: forward (bf16 autocast on GPUs), backward, update, schedule, momentum encoder."""
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+    """One optimisation step: forward (bf16 autocast if asked), backward, update, schedule, momentum encoder."""
+    device_type = next(method.parameters()).device.type
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else nullcontext()
     with autocast:
         loss, metrics = net(batch)
     optimizer.zero_grad(set_to_none=True)

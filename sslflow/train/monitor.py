@@ -181,7 +181,7 @@ def knn_monitor(params, encoder, device, knn_cfg, num_classes: int, batch_size: 
     common = {"kind": "eval", "batch_size": batch_size, "shuffle": False, "drop_last": False, "device": device}
     bank_loader = make_loader(params, split="train", keys=read_subset(knn_cfg.train_subset, paths.SHARDS), **common)
     query_loader = make_loader(params, split="val", **common)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 else nullcontext()
     with autocast:
         bank = extract_features(encoder, bank_loader, device)
         queries = extract_features(encoder, query_loader, device, limit=knn_cfg.val_samples)
