@@ -206,10 +206,15 @@ def apply_ops(x, ops: list, f: Frame, resized: bool = False):
 
 
 def normalize(x, f: Frame, crop: int | None = None):
-    """uint8 HWC -> float32 CHW, (x / 255 - mean) / std per channel; optionally a centre crop on the way."""
+    """uint8 HWC -> float32 HWC, (x / 255 - mean) / std per channel; optionally a centre crop on the way.
+
+    HWC, not CHW: the loader hands torch an NCHW view of the NHWC batch, which
+    is channels_last as it stands, so no copy turns it into the layout the
+    network runs in.
+    """
     args = {"crop": [crop, crop]} if crop else {}
     return fn.crop_mirror_normalize(
-        x, dtype=types.FLOAT, output_layout="CHW", mean=list(f.mean255), std=list(f.std255), **args
+        x, dtype=types.FLOAT, output_layout="HWC", mean=list(f.mean255), std=list(f.std255), **args
     )
 
 

@@ -8,10 +8,14 @@ catalogue already knows every sample's byte range, so a subset is read by seek.
 
 On a GPU, JPEG/PNG decoding is 'mixed' (nvJPEG) and every op runs on the GPU;
 on the CPU, DALI runs with ``device_id=None``. Batches leave the pipeline
-through `feed_ndarray` copies into torch tensors on the requested device.
+through `feed_ndarray` copies into torch tensors on the requested device
+(the one copy: DALI reuses its buffers), NHWC in memory and NCHW in shape,
+which is channels_last.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -211,27 +215,46 @@ class ExternalBatches:
     """Batch `iteration` of a keyed subset or of the exemplar epoch, read from the plan's fixed order.
 
     Indexed by iteration rather than by call count, so prefetching and skipping
-    cannot shift which samples a batch holds.
+    cannot shift which samples a batch holds. A keyed subset is read by
+    `plan.threads` threads (a seek and a read per image, which release the
+    GIL), and the next batch's reads start before this one is returned, so
+    the reading overlaps the pipeline's work instead of stalling it.
     """
 
     def __init__(self, plan: Plan, with_labels: bool):
         self.plan, self.with_labels = plan, with_labels
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[int, list[Future]] = {}
 
     def __call__(self, info):
-        size = self.plan.batch_size
-        chunk = self.plan.order[info.iteration * size : (info.iteration + 1) * size]
+        chunk = self._chunk(info.iteration)
         if len(chunk) == 0:
             raise StopIteration
         if self.plan.patches is not None:
             n = len(self.plan.patches)
             images, labels = [self.plan.patches[i % n] for i in chunk], [i % n for i in chunk]
         else:
-            cat = self.plan.catalogue
-            images = [np.frombuffer(cat.read_image(i), np.uint8) for i in chunk]
-            labels = [cat.read_label(i) for i in chunk] if self.with_labels else []
+            futures = self._pending.pop(info.iteration, None) or self._submit(chunk)
+            if len(self._chunk(info.iteration + 1)):
+                self._pending = {info.iteration + 1: self._submit(self._chunk(info.iteration + 1))}
+            images, labels = zip(*(f.result() for f in futures))
         if not self.with_labels:
-            return images
-        return images, [np.array(label, np.int64) for label in labels]
+            return list(images)
+        return list(images), [np.array(label, np.int64) for label in labels]
+
+    def _chunk(self, iteration: int) -> np.ndarray:
+        size = self.plan.batch_size
+        return self.plan.order[iteration * size : (iteration + 1) * size]
+
+    def _submit(self, chunk) -> list[Future]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.plan.threads, thread_name_prefix="keyed-read")
+        return [self._pool.submit(self._read, int(i)) for i in chunk]
+
+    def _read(self, i: int) -> tuple[np.ndarray, int]:
+        cat = self.plan.catalogue
+        image = np.frombuffer(cat.read_image(i), np.uint8)
+        return image, cat.read_label(i) if self.with_labels else -1
 
 
 class DaliLoader:
@@ -264,7 +287,7 @@ class DaliLoader:
             if name == "key":
                 parts[name] = self._keys(outputs[position] if position < len(outputs) else None, index, keep)
             else:
-                parts[name] = _to_torch(outputs[position], plan.torch_device)[:keep]
+                parts[name] = _nchw(_to_torch(outputs[position], plan.torch_device)[:keep])
         if "label" in parts and parts["label"].dtype == torch.uint8:
             parts["label"] = views.ascii_labels(parts["label"])
         for name in ("label", "target"):
@@ -289,6 +312,11 @@ def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
     stream = torch.cuda.current_stream(device) if target_device.type == "cuda" else None
     feed_ndarray(dense, out, cuda_stream=stream)
     return out.to(device, non_blocking=True)
+
+
+def _nchw(batch: torch.Tensor) -> torch.Tensor:
+    """An NHWC image batch as the NCHW tensor the network takes, channels_last in memory: a view, no copy."""
+    return batch.permute(0, 3, 1, 2) if batch.is_floating_point() and batch.ndim == 4 else batch
 
 
 _TORCH_TYPES = {

@@ -62,7 +62,7 @@ def make_loader(
         channels=channels,
         mean=_per_channel(cfg.mean, channels, "augment.mean"),
         std=_per_channel(cfg.std, channels, "augment.std"),
-        threads=cfg.threads or os.cpu_count() or 1,
+        threads=cfg.threads or threads_per_rank(),
         seed=derive_seed(params.seed, epoch, rank, kind),
         epoch_seed=derive_seed(params.seed, epoch, kind),
         total=0,
@@ -88,6 +88,15 @@ def make_loader(
 def in_channels(params, shards_dir: Path | str = paths.SHARDS) -> int:
     """Channels the backbone gets: augment.channels, or the manifest's when 'auto' (1 grey, 3 colour)."""
     return _channels(params.augment, _manifest(Path(shards_dir)))
+
+
+def threads_per_rank() -> int:
+    """This process's share of the machine's cores: torchrun starts LOCAL_WORLD_SIZE ranks on it, each with a loader.
+
+    Every rank taking all the cores would put ranks x cores threads on them.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def pick_backend(requested: str) -> str:

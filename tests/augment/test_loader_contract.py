@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -148,3 +149,28 @@ def test_bad_requests_are_user_errors(fm):
         make_loader(fm_params(fm, "dali", "augment.mean=[0.1, 0.2, 0.3]"), kind="eval", batch_size=8)
     with pytest.raises(UserError, match="give no batch of 4096"):
         make_loader(params, kind="simclr", batch_size=4096)
+
+
+def test_ranks_on_one_machine_share_its_cores(fm, monkeypatch):
+    """torchrun's LOCAL_WORLD_SIZE ranks each get cores / ranks DALI threads (1 each for 2 ranks on 2 cores)."""
+    from sslflow.augment.dali_pipeline import build_pipeline
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    cores = len(os.sched_getaffinity(0))
+    loaders = [make_loader(fm_params(fm, "dali"), kind="simclr", batch_size=B, rank=r, world_size=2) for r in range(2)]
+    for loader in loaders:
+        assert build_pipeline(loader.plan, loader.cfg).num_threads == max(1, cores // 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert make_loader(fm_params(fm, "dali"), kind="simclr", batch_size=B).plan.threads == cores
+    assert make_loader(fm_params(fm, "dali", "augment.threads=3"), kind="simclr", batch_size=B).plan.threads == 3
+
+
+@pytest.mark.parametrize("kind, name", [("simclr", "view1"), ("rotation", "image"), ("eval", "image")])
+def test_dali_batches_are_channels_last_and_the_loop_does_not_copy_them(fm, kind, name):
+    from sslflow.train.loop import to_device
+
+    params = fm_params(fm, "dali", "augment.channels=3")
+    batch = next(iter(make_loader(params, kind=kind, batch_size=B)))
+    images = batch[name]
+    assert images.shape[1] == 3 and images.is_contiguous(memory_format=torch.channels_last)
+    assert to_device(batch, torch.device("cpu"), channels_last=True)[name].data_ptr() == images.data_ptr()
