@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Every GPU measurement the project reports, in one run (~8 minutes on an H200), for a
+# The GPU tests, then every GPU measurement the project reports, in one run (~12 minutes on an H200), for a
 # machine that has torch but not sslflow's other packages installed: DALI and webdataset
 # come with ../shared/device/dali-carry.sh, sslflow runs from this tree.
 #
 #   bash benchmarks/gpu_checks.sh            # results (JSON + log) land in $OUT, or bench-out/
 #
+# 0. The tests marked `gpu` (DALI GPU ops and nvJPEG, bf16 + compile on CUDA, NCCL/SyncBN on 2+ GPUs),
+#    first, under a timeout: a failing test is reported and the measurements still run.
 # 1. ResNet-50 SimCLR step, 224 px, bf16, channels_last, batch 256 x 2 views: synthetic
 #    tensors (the ceiling) against the step fed by DALI from JPEG shards, eager and
 #    compiled, then the compiled step under each data-pipeline lever (issue: GPU throughput).
@@ -27,6 +29,13 @@ bench() {  # NAME ARGS...: one `sslflow bench pretrain`, its JSON in $OUT/NAME.j
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python -c 'import torch, nvidia.dali as d; print("torch", torch.__version__, "| DALI", d.__version__)'
+  echo "== gpu tests: pytest -m gpu"
+  if python -c 'import pytest, scipy' 2>/dev/null; then
+    timeout 240 python -m pytest -q -m gpu -p no:cacheprovider tests/gpu --junitxml "$OUT/gpu-tests.xml" ||
+      echo "!! gpu tests failed (exit $?)"
+  else
+    echo "!! gpu tests skipped: pytest or scipy is not installed here"
+  fi
   bench r50-eager "${R50[@]}"
   bench r50-compiled "${R50[@]}" --compile
   bench r50-cpu-decode "${R50[@]}" --compile -S augment.gpu_decode=cpu
