@@ -12,6 +12,7 @@ autograph rewrites their `if` statements on DataNodes into per-sample branches.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from nvidia.dali import math as dmath
 
 from sslflow.augment import spec as S
 
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, torchvision's rgb_to_grayscale weights
 SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)
 # Green-magenta axis that Doersch et al. project out against chromatic aberration.
 GREEN_MAGENTA = np.array([-1.0, 2.0, -1.0], np.float32) / np.sqrt(6.0)
@@ -67,27 +69,57 @@ def flip(x, op: S.Flip, f: Frame):
 
 
 def color_jitter(x, op: S.ColorJitter, f: Frame):
-    """torchvision ColorJitter's factors; contrast pivots on the image's own mean luminance as torchvision's does.
+    """torchvision's ColorJitter: brightness, contrast, saturation and hue in a random order per sample.
 
-    DALI's argument inputs live on the CPU, so on the GPU the pivot is the
-    dataset mean (the normalisation mean) instead of a per-image reduction.
+    The order is one of the permutations, drawn per sample; at each position a
+    lookup table says which factor runs, and a DALI conditional runs it on the
+    samples that drew it. The factors are drawn once, before the branches.
     """
     if sometimes(op.p):
-        brightness = uniform(max(0.0, 1 - op.brightness), 1 + op.brightness)
-        contrast = uniform(max(0.0, 1 - op.contrast), 1 + op.contrast)
-        x = fn.brightness_contrast(x, brightness=brightness, contrast=contrast, contrast_center=_pivot(x, f))
-        if f.channels == 3:
-            saturation = uniform(max(0.0, 1 - op.saturation), 1 + op.saturation)
-            hue = uniform(-360.0 * op.hue, 360.0 * op.hue)
-            x = fn.hsv(x, saturation=saturation, hue=hue)
+        steps = _jitter_steps(op, f)
+        orders = list(itertools.permutations(range(len(steps))))
+        order = fn.random.uniform(values=list(range(len(orders))), dtype=types.INT32)
+        for position in range(len(steps)):
+            which = fn.lookup_table(
+                order,
+                keys=list(range(len(orders))),
+                values=[float(o[position]) for o in orders],
+                dtype=types.INT32,
+            )
+            for index, step in enumerate(steps):
+                if which == index:
+                    x = step(x)
     return x
 
 
-def _pivot(x, f: Frame):
-    if f.device == "gpu":
-        return float(np.mean(f.mean255))
-    grey = x if f.channels == 1 else fn.color_space_conversion(x, image_type=types.RGB, output_type=types.GRAY)
-    return fn.reductions.mean(grey)
+def _jitter_steps(op: S.ColorJitter, f: Frame) -> list:
+    """One function per jitter factor (grey images: brightness and contrast), each with its factor drawn."""
+    brightness = uniform(max(0.0, 1 - op.brightness), 1 + op.brightness)
+    contrast = uniform(max(0.0, 1 - op.contrast), 1 + op.contrast)
+    steps = [
+        lambda x: fn.brightness(x, brightness=brightness),
+        lambda x: adjust_contrast(x, contrast, f),
+    ]
+    if f.channels == 3:
+        saturation = uniform(max(0.0, 1 - op.saturation), 1 + op.saturation)
+        hue = uniform(-360.0 * op.hue, 360.0 * op.hue)
+        steps += [lambda x: fn.saturation(x, saturation=saturation), lambda x: fn.hue(x, hue=hue)]
+    return steps
+
+
+def adjust_contrast(x, factor, f: Frame):
+    """mean + factor * (x - mean), the mean being this image's own mean luminance (ITU-R 601), as torchvision's.
+
+    Written as arithmetic rather than fn.contrast: on a GPU the per-image mean
+    is a GPU tensor, which an operator's named argument cannot take (DALI's
+    auto_aug does the same). The cast back to uint8 saturates.
+    """
+    if f.channels == 1:
+        centre = fn.reductions.mean(fn.cast(x, dtype=types.FLOAT), axis_names="HW", keep_dims=True)
+    else:
+        channel_means = fn.reductions.mean(fn.cast(x, dtype=types.FLOAT), axis_names="HW", keep_dims=True)
+        centre = fn.reductions.sum(channel_means * types.Constant(LUMA), axis_names="C", keep_dims=True)
+    return fn.cast_like(centre + (x - centre) * factor, x)
 
 
 def grayscale(x, op: S.Grayscale, f: Frame):

@@ -9,9 +9,10 @@ means of the statistics must lie within 4 standard errors of each other.
 At n = 1,000 this catches a colour-jitter strength of 0.7 against 0.5; finer
 differences (crop scale 0.2 against 0.3) are below its power, which is why
 each op also has an exact test of its own in test_op_statistics. The
-backends differ only in details neither test should see: torchvision applies
-the four jitter factors in random order, DALI in a fixed one, and rounding
-happens in uint8 in DALI and in float in torchvision.
+backends differ only in details neither test should see: rounding happens
+in uint8 in DALI and in float in torchvision, and DALI's saturation scales S
+in HSV where torchvision blends with the grey image. Both apply the jitter
+factors in a random order and pivot contrast on each image's own mean.
 """
 
 from __future__ import annotations
