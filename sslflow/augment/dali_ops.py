@@ -21,7 +21,6 @@ from nvidia.dali import math as dmath
 
 from sslflow.augment import spec as S
 
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, torchvision's rgb_to_grayscale weights
 SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)
 # Green-magenta axis that Doersch et al. project out against chromatic aberration.
 GREEN_MAGENTA = np.array([-1.0, 2.0, -1.0], np.float32) / np.sqrt(6.0)
@@ -69,31 +68,41 @@ def flip(x, op: S.Flip, f: Frame):
 
 
 def color_jitter(x, op: S.ColorJitter, f: Frame):
-    """torchvision's ColorJitter: brightness, contrast, saturation and hue in a random order per sample.
+    """torchvision's ColorJitter: brightness, contrast and colour (saturation + hue) in a random order per sample.
 
-    The order is one of the permutations, drawn per sample; at each position a
-    lookup table says which factor runs, and a DALI conditional runs it on the
-    samples that drew it. The factors are drawn once, before the branches.
+    The order is one of the permutations, drawn per sample, and a chain of
+    DALI conditionals runs each order on the samples that drew it (5 splits
+    for 6 orders, each on what the previous left). Saturation and hue are one
+    fn.hsv: in HSV they act on separate coordinates, so their relative order
+    changes nothing, and one colour-space round trip costs half of two. The
+    factors are drawn once, before the branches.
     """
     if sometimes(op.p):
         steps = _jitter_steps(op, f)
-        orders = list(itertools.permutations(range(len(steps))))
-        order = fn.random.uniform(values=list(range(len(orders))), dtype=types.INT32)
-        for position in range(len(steps)):
-            which = fn.lookup_table(
-                order,
-                keys=list(range(len(orders))),
-                values=[float(o[position]) for o in orders],
-                dtype=types.INT32,
-            )
-            for index, step in enumerate(steps):
-                if which == index:
-                    x = step(x)
+        orders = list(itertools.permutations(steps))
+        x = _in_drawn_order(x, fn.random.uniform(values=list(range(len(orders))), dtype=types.INT32), orders, 0)
+    return x
+
+
+def _in_drawn_order(x, drawn, orders: list, k: int):
+    """Samples that drew order k run its steps; the rest go on to order k + 1 (the last takes what is left)."""
+    if k == len(orders) - 1:
+        return _run(x, orders[k])
+    if drawn == k:  # noqa: SIM108 -- a statement: DALI conditionals convert `if` statements, not expressions
+        x = _run(x, orders[k])
+    else:
+        x = _in_drawn_order(x, drawn, orders, k + 1)
+    return x
+
+
+def _run(x, steps):
+    for step in steps:
+        x = step(x)
     return x
 
 
 def _jitter_steps(op: S.ColorJitter, f: Frame) -> list:
-    """One function per jitter factor (grey images: brightness and contrast), each with its factor drawn."""
+    """One function per jitter step (grey images: brightness and contrast), each with its factors drawn."""
     brightness = uniform(max(0.0, 1 - op.brightness), 1 + op.brightness)
     contrast = uniform(max(0.0, 1 - op.contrast), 1 + op.contrast)
     steps = [
@@ -103,22 +112,22 @@ def _jitter_steps(op: S.ColorJitter, f: Frame) -> list:
     if f.channels == 3:
         saturation = uniform(max(0.0, 1 - op.saturation), 1 + op.saturation)
         hue = uniform(-360.0 * op.hue, 360.0 * op.hue)
-        steps += [lambda x: fn.saturation(x, saturation=saturation), lambda x: fn.hue(x, hue=hue)]
+        steps.append(lambda x: fn.hsv(x, saturation=saturation, hue=hue))
     return steps
 
 
 def adjust_contrast(x, factor, f: Frame):
-    """mean + factor * (x - mean), the mean being this image's own mean luminance (ITU-R 601), as torchvision's.
+    """mean + factor * (x - mean), the mean being this image's own mean luminance, as torchvision's contrast.
 
-    Written as arithmetic rather than fn.contrast: on a GPU the per-image mean
-    is a GPU tensor, which an operator's named argument cannot take (DALI's
-    auto_aug does the same). The cast back to uint8 saturates.
+    On the CPU, fn.contrast with the mean as its pivot. On a GPU the mean is a
+    GPU tensor, which an operator's named argument cannot take, so the formula
+    is written as arithmetic (as DALI's auto_aug does); the cast back to uint8
+    saturates.
     """
-    if f.channels == 1:
-        centre = fn.reductions.mean(fn.cast(x, dtype=types.FLOAT), axis_names="HW", keep_dims=True)
-    else:
-        channel_means = fn.reductions.mean(fn.cast(x, dtype=types.FLOAT), axis_names="HW", keep_dims=True)
-        centre = fn.reductions.sum(channel_means * types.Constant(LUMA), axis_names="C", keep_dims=True)
+    grey = x if f.channels == 1 else fn.color_space_conversion(x, image_type=types.RGB, output_type=types.GRAY)
+    if f.device == "cpu":
+        return fn.contrast(x, contrast=factor, contrast_center=fn.reductions.mean(grey))
+    centre = fn.reductions.mean(grey, axis_names="HWC", keep_dims=True)
     return fn.cast_like(centre + (x - centre) * factor, x)
 
 

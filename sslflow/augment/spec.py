@@ -270,7 +270,9 @@ class AugmentCfg(Section):
         [0.485, 0.456, 0.406], min_length=1, max_length=3, description="per channel, pixel range [0, 1]"
     )
     std: list[float] = Field([0.229, 0.224, 0.225], min_length=1, max_length=3)
-    threads: int = Field(0, ge=0, description="DALI threads / DataLoader workers per rank; 0 = the cores / LOCAL_WORLD_SIZE")
+    threads: int = Field(
+        0, ge=0, description="DALI threads / DataLoader workers per rank; 0 = the cores / LOCAL_WORLD_SIZE"
+    )
     prefetch: int = Field(
         2, gt=0, description="batches prepared ahead (DALI prefetch queue, DataLoader prefetch factor)"
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from torch import nn
 
 from sslflow.methods.base import Method, classification
+from sslflow.methods.losses import float32_logits
 from sslflow.models.heads import classifier
 
 
@@ -18,7 +19,7 @@ class Exemplar(Method):
         self.classifier = classifier(out_dim, num_classes)
 
     def forward(self, batch: dict):
-        return classification(self.classifier(self.backbone(batch["image"])), batch["target"])
+        return classification(float32_logits(self.classifier, self.backbone(batch["image"])), batch["target"])
 
     def batch_images(self, batch: dict) -> int:
         return batch["image"].shape[0]

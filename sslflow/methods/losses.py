@@ -69,6 +69,12 @@ def global_mean(local: torch.Tensor) -> torch.Tensor:
     return local + (total / dist.get_world_size() - local.detach())
 
 
+def float32_logits(head: torch.nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """A classifier head's logits in float32 with autocast off (Exemplar's thousands of surrogate classes)."""
+    with torch.autocast(features.device.type, enabled=False):
+        return head(full_precision(features))
+
+
 def nt_xent(
     z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -70,7 +70,9 @@ def test_mixed_decoder_reads_jpeg_shards(tmp_path, monkeypatch):
     images = {}
     for decode in ("mixed", "cpu"):
         params = params_in(project, "augment.backend=dali", "augment.size=32", f"augment.gpu_decode={decode}")
-        loader = make_loader(params, kind="eval", split="val", batch_size=8, shuffle=False, drop_last=False, device=CUDA)
+        loader = make_loader(
+            params, kind="eval", split="val", batch_size=8, shuffle=False, drop_last=False, device=CUDA
+        )
         batch = collect(loader)
         assert batch["image"].device.type == "cuda"
         assert batch["image"].is_contiguous(memory_format=torch.channels_last)

@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from sslflow.methods.losses import info_nce_with_queue, nt_xent
+from sslflow.methods.losses import float32_logits, info_nce_with_queue, nt_xent
 
 
 def reference_loss(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
@@ -82,6 +82,16 @@ def test_queue_loss_under_bf16_autocast_equals_float32_on_the_same_embeddings():
         loss, _ = info_nce_with_queue(q1, q2, k1, k2, queue, 0.1)
     assert loss.dtype == torch.float32
     assert abs(loss.item() - expected.item()) < 1e-5
+
+
+def test_classifier_logits_under_bf16_autocast_are_float32():
+    """Exemplar's N-way head: autocast would run it in bf16; the logits equal the float32 layer's."""
+    head = torch.nn.Linear(16, 2000)
+    features = torch.randn(8, 16, generator=torch.Generator().manual_seed(9)).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = float32_logits(head, features)
+    assert logits.dtype == torch.float32
+    assert torch.equal(logits, head(features.float()))
 
 
 def test_identical_views_are_retrieved_and_cost_less():
