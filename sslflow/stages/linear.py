@@ -24,6 +24,7 @@ def run(params: Params, method: str) -> dict:
     from sslflow.atomic import write_json
     from sslflow.eval.inputs import method_features, num_classes
     from sslflow.eval.linear_probe import probe_with
+    from sslflow.testpoints import pause_point
 
     start = time.perf_counter()
     train, val = method_features(method)
@@ -37,6 +38,7 @@ def run(params: Params, method: str) -> dict:
         seed=params.seed,
     )
     metrics = {**result.metrics(), "backbone": train.backbone, "params_m": train.params_m}
+    pause_point("linear.probed")
     write_json(paths.metrics(method, "linear"), metrics)
     took = time.perf_counter() - start
     print(

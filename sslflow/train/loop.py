@@ -25,6 +25,7 @@ from sslflow import paths
 from sslflow.errors import UserError
 from sslflow.methods.base import Method
 from sslflow.methods.registry import build_method
+from sslflow.testpoints import pause_point
 from sslflow.train import distributed as ddp
 from sslflow.train.checkpoint import config_hash, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sslflow.train.config import TrainCfg, method_train_cfg
@@ -193,6 +194,7 @@ class Trainer:
             scheduler.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"])
             monitor.load_state(state["monitor"])
+            pause_point("pretrain.resumed", pos.global_step)
         net = self.wrap()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -244,6 +246,7 @@ class Trainer:
                     if pos.global_step % self.cfg.checkpoint_every == 0:
                         monitor.pause()
                         checkpoint()
+                        pause_point("pretrain.checkpoint", pos.global_step)
                         monitor.resume()
                     if self._should_stop(stop, pos):
                         checkpoint()
