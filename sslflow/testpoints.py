@@ -36,4 +36,3 @@ def pause_point(name: str, count: int = 0) -> None:
             continue
         _fired.add(entry)
         os.kill(os.getpid(), signal.SIGSTOP)
-

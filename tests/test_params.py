@@ -86,6 +86,6 @@ def test_cli_exits_2_with_one_line(tmp_path):
 
 
 def test_cli_unknown_command_exits_2():
-    proc = subprocess.run([sys.executable, "-m", "sslflow", "frobnicate"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "sslflow", "frobnicate"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
     assert "usage: sslflow <command>" in proc.stderr

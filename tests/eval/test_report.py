@@ -272,7 +272,7 @@ def test_dvc_metrics_and_plots_show_read_the_outputs(tmp_path, monkeypatch, tiny
     from sslflow.stages import report
 
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, timeout=600)
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     write_metrics(tmp_path)
@@ -283,7 +283,11 @@ def test_dvc_metrics_and_plots_show_read_the_outputs(tmp_path, monkeypatch, tiny
 
     def dvc(*args: str) -> dict:
         done = subprocess.run(
-            [sys.executable, "-m", "dvc", *args, "--json"], capture_output=True, text=True, check=True
+            [sys.executable, "-m", "dvc", *args, "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
         )
         return json.loads(done.stdout)
 

@@ -45,4 +45,4 @@ def git_dvc_init(root: Path) -> None:
         [sys.executable, "-m", "dvc", "init", "-q"],
         [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
     ):
-        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True, timeout=600)

@@ -63,14 +63,16 @@ def test_pipeline_runs_graph_then_skips_everything(tmp_path, monkeypatch):
     first = flows.pipeline()
     assert first == {"make": "ran", "left": "ran", "right": "ran", "join": "ran"}
     assert (tmp_path / "d.txt").read_text() == "make\nleft\nmake\nright\njoin\n"
-    status = subprocess.run([PY, "-m", "dvc", "status", "--json"], capture_output=True, text=True, check=True)
+    status = subprocess.run(
+        [PY, "-m", "dvc", "status", "--json"], capture_output=True, text=True, check=True, timeout=600
+    )
     assert json.loads(status.stdout) == {}, "the flow recorded every stage in dvc.lock"
 
     second = flows.pipeline()
     assert set(second.values()) == {"skipped"}
     assert _runs(tmp_path) == ["join", "left", "make", "right"], "nothing ran twice"
 
-    repro = subprocess.run([PY, "-m", "dvc", "repro"], capture_output=True, text=True, check=True)
+    repro = subprocess.run([PY, "-m", "dvc", "repro"], capture_output=True, text=True, check=True, timeout=600)
     assert _runs(tmp_path) == ["join", "left", "make", "right"], repro.stdout
 
 
@@ -92,8 +94,8 @@ def test_failed_stage_fails_flow_with_its_error_and_rerun_resumes(tmp_path, monk
 def test_sweep_runs_one_experiment_per_point(tmp_path, monkeypatch):
     git_dvc_init(tmp_path)
     write_param_project(tmp_path)
-    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
-    subprocess.run(["git", "commit", "-qm", "toy"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True, timeout=600)
+    subprocess.run(["git", "commit", "-qm", "toy"], cwd=tmp_path, check=True, timeout=600)
     monkeypatch.chdir(tmp_path)
 
     rows = flows.sweep(grid={"toy.x": [2, 3]}, name="x")
@@ -103,5 +105,7 @@ def test_sweep_runs_one_experiment_per_point(tmp_path, monkeypatch):
     for name, x in (("x-2", 2), ("x-3", 3)):
         assert by_name[name]["params"]["params.yaml"]["toy"] == {"x": x, "y": 10}
         assert by_name[name]["metrics"]["score.json"] == {"score": x * 10}
-    shown = subprocess.run([PY, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        [PY, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True, timeout=600
+    )
     assert "x-2" in shown.stdout and "x-3" in shown.stdout

@@ -60,13 +60,13 @@ def _make_project(root: Path, source: Path) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # dvclive (the pretrain stage's curves) fails in a git repository without a commit.
     for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
-        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True, timeout=600)
     return root
 
 
 def _dvc(root: Path, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(root)}  # the stages run the project's copy of sslflow
-    proc = subprocess.run([PY, "-m", "dvc", *args], cwd=root, capture_output=True, text=True, env=env)
+    proc = subprocess.run([PY, "-m", "dvc", *args], cwd=root, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, f"dvc {' '.join(args)}: {proc.stdout}{proc.stderr}"
     return proc.stdout
 

@@ -19,7 +19,6 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -157,7 +156,9 @@ def interrupt(
     logs.mkdir()
     env = {**ENV, "SSLFLOW_PAUSE_AT": pause_at}
     with open(logs / "out", "w") as out, open(logs / "err", "w") as err:
-        proc = subprocess.Popen([SSLFLOW, *args], cwd=project, env=env, stdout=out, stderr=err, preexec_fn=default_sigint)
+        proc = subprocess.Popen(
+            [SSLFLOW, *args], cwd=project, env=env, stdout=out, stderr=err, preexec_fn=default_sigint
+        )
     try:
         wait_until_stopped([proc.pid], proc, f"sslflow {' '.join(args)} at {pause_at}", logs / "err", timeout)
         children = child_pids(proc.pid)

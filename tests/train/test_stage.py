@@ -128,7 +128,7 @@ def test_pretrain_in_a_git_repository_without_commits_trains_without_curves(trai
     from sslflow.stages.pretrain import run
 
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=train_project, check=True, capture_output=True)
+        subprocess.run(cmd, cwd=train_project, check=True, capture_output=True, timeout=600)
     params = load_params("params.yaml", [*SMALL_MODEL, "pretrain.rotation.max_steps=2", "train.knn.val_samples=50"])
     summary = run(params, "rotation")
     assert summary["steps"] == 2 and (train_project / "models/rotation/encoder.pt").exists()
