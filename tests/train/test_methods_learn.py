@@ -1,4 +1,5 @@
-"""Each method fits a few real Fashion-MNIST batches: the loss falls and the pretext task beats chance."""
+"""Each method learns from a few real Fashion-MNIST batches: on batches it never trained on, the loss
+falls and the pretext task beats chance."""
 
 from __future__ import annotations
 
@@ -13,50 +14,57 @@ from sslflow.train.optim import build_optimizer
 
 from .conftest import SMALL_MODEL
 
-CHANCE = {"rotation": 1 / 4, "relpos": 1 / 8, "exemplar": 1 / 16, "supervised": 1 / 10}
+CHANCE = {"rotation": 1 / 4, "relpos": 1 / 8, "exemplar": 1 / 32, "supervised": 1 / 10}
 
 
-def fit(method_name: str, overrides: list[str] = (), batches: int = 3, passes: int = 8, batch_size: int = 32):
+def fit(method_name: str, overrides: list[str] = (), batches: int = 16, passes: int = 3, batch_size: int = 32):
+    """Train on `batches` batches for `passes` passes; return (loss, acc) on two held-out batches before and after."""
     params = load_params("params.yaml", [*SMALL_MODEL, *overrides])
     torch.manual_seed(0)
     method = build_method(method_name, params, in_channels(params), 10)
-    loader = make_loader(params, kind=method.kind, batch_size=batch_size)
-    data = [batch for _, batch in zip(range(batches), loader)]
+    loader = iter(make_loader(params, kind=method.kind, batch_size=batch_size))
+    data = [next(loader) for _ in range(batches)]
+    held_out = [next(loader) for _ in range(2)]
     optimizer = build_optimizer(method, TrainCfg(optimizer="adamw", weight_decay=0.0), lr=3e-3)
-    history = []
+    before = measure(method, held_out)
     for _ in range(passes):
-        losses, accs = [], []
         for batch in data:
-            loss, metrics = method(batch)
+            loss, _ = method(batch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             method.after_step()
-            losses.append(loss.item())
-            accs.append(metrics["acc"].item())
-        history.append((sum(losses) / len(losses), sum(accs) / len(accs)))
-    return history
+    return before, measure(method, held_out)
+
+
+@torch.no_grad()
+def measure(method, batches) -> tuple[float, float]:
+    """Mean loss and pretext accuracy over `batches` (BN on batch statistics, as in training)."""
+    results = [method(batch) for batch in batches]
+    return (
+        sum(loss.item() for loss, _ in results) / len(results),
+        sum(metrics["acc"].item() for _, metrics in results) / len(results),
+    )
 
 
 @pytest.mark.parametrize(
     "name, overrides",
     [
         ("simclr", []),
-        ("simclr_v2", ["pretrain.simclr_v2.queue_size=64"]),
+        ("simclr_v2", ["pretrain.simclr_v2.queue_size=0"]),  # a filling queue raises the loss; the bank: below
         ("rotation", []),
         ("relpos", []),
-        ("exemplar", ["augment.exemplar.classes=16", "augment.exemplar.copies=6"]),
+        ("exemplar", ["augment.exemplar.classes=32", "augment.exemplar.copies=20"]),  # 20 batches of 32
         ("supervised", []),
     ],
 )
 def test_method_learns(train_project, name, overrides):
-    history = fit(name, overrides)
-    (first_loss, _), (last_loss, last_acc) = history[0], history[-1]
-    assert last_loss < 0.8 * first_loss, history
+    (first_loss, first_acc), (last_loss, last_acc) = fit(name, overrides)
+    assert last_loss < 0.9 * first_loss, (first_loss, last_loss)
     if name in CHANCE:
-        assert last_acc > 2 * CHANCE[name], history
-    else:  # contrastive: the positive is found among 2N-1 candidates far more often than by chance
-        assert last_acc > 0.3, history
+        assert last_acc > 1.5 * CHANCE[name] and last_acc > first_acc + 0.1, (first_acc, last_acc)
+    else:  # contrastive: the positive is found among 2N-1 = 63 candidates far more often than by chance
+        assert last_acc > 0.08 and last_acc > 2 * first_acc, (first_acc, last_acc)
 
 
 def test_momentum_encoder_follows_the_online_one(train_project):
