@@ -63,19 +63,23 @@ def test_lowlabel_finetunes_and_distills_random_init(eval_project):
         [
             "eval.lowlabel.fractions=[10pct]",
             "eval.lowlabel.finetune.enabled=true",
-            "eval.lowlabel.finetune.epochs={10pct: 8}",
+            "eval.lowlabel.finetune.epochs={10pct: 20}",
             "eval.lowlabel.finetune.batch_size=32",
             "eval.lowlabel.finetune.lr=0.4",
             "eval.lowlabel.distill.enabled=true",
-            "eval.lowlabel.distill.batch_size=128",
+            "eval.lowlabel.distill.batch_size=64",
+            "eval.lowlabel.distill.epochs=4",
+            "eval.lowlabel.distill.lr=0.4",
         ],
     )
     in_project(eval_project, lowlabel.run, params, "random_init")
     entry = metrics(eval_project, "random_init", "lowlabel")["10pct"]
     assert set(entry) == FRACTION_KEYS and entry["n_labels"] == 100
-    assert entry["finetune_top1"] > 0.15  # ten classes: chance is 0.10
+    assert entry["finetune_top1"] > 0.2  # ten classes: the untrained network with its new head is at chance, 0.10
     assert entry["finetune_top1"] <= entry["finetune_top5"]
-    assert 0.0 <= entry["distill_top1"] <= entry["distill_top5"] <= 1.0
+    # the student starts from the same untrained network and sees no label: what it knows, the teacher taught it
+    assert entry["distill_top1"] > 0.2 and entry["distill_top1"] > entry["finetune_top1"] - 0.05, entry
+    assert entry["distill_top1"] <= entry["distill_top5"]
 
 
 def test_fine_tuning_keeps_the_first_head_layer_of_a_three_layer_head():
