@@ -37,9 +37,12 @@ def pct(value: float | None) -> str:
 
 
 def params_m(value: float | None) -> str:
+    """Millions of backbone parameters: whole millions from 10 M up, as the papers print them (ResNet-50: 24)."""
     if value is None:
         return "-"
-    return "0" if value == 0 else f"{value:.2f}"
+    if value == 0:
+        return "0"
+    return f"{value:.0f}" if value >= 10 else f"{value:.2f}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> str:
