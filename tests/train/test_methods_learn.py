@@ -65,7 +65,7 @@ def test_momentum_encoder_follows_the_online_one(train_project):
     )
     torch.manual_seed(0)
     method = build_method("simclr_v2", params, 1, 10)
-    online, ema = method.backbone.conv1.weight, method.momentum_backbone.conv1.weight
+    online, ema = method.backbone.conv1.weight, method.momentum_encoder.copies[0].conv1.weight
     start = ema.detach().clone()
     with torch.no_grad():
         online.add_(1.0)
