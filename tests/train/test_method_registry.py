@@ -57,11 +57,11 @@ def sslflow(*args: str, cwd, env: dict) -> subprocess.CompletedProcess:
 
 def test_every_package_method_is_found_with_its_section_label_and_views():
     found = specs()
-    assert {"simclr", "simclr_v2", "rotation", "relpos", "exemplar", "supervised"} <= set(found)
+    assert {"simclr", "simclr_v2", "moco", "rotation", "relpos", "exemplar", "supervised"} <= set(found)
     assert {"random_init", "raw_pixels"} <= set(found)
     assert [n for n in names() if found[n].control] == ["random_init", "raw_pixels", "supervised"]
-    assert not found["random_init"].trains and found["simclr"].trains
-    assert found["simclr_v2"].views == "simclr" and found["simclr_v2"].label == "SimCLRv2"
+    assert not found["random_init"].trains and found["moco"].trains
+    assert found["moco"].views == "simclr" and found["moco"].label == "MoCo v2"
 
 
 @pytest.mark.slow
