@@ -18,7 +18,7 @@ import sys
 from types import ModuleType
 
 from sslflow.errors import EXIT_USER_ERROR, UserError
-from sslflow.signals import INTERRUPTED_EXIT, TERMINATED_EXIT, Terminated, raise_on_sigterm
+from sslflow.signals import INTERRUPTED_EXIT, TERMINATED_EXIT, Terminated, exit_code_for, raise_on_sigterm
 
 # command words -> module with run(params, **options)
 COMMANDS: dict[tuple[str, ...], str] = {
@@ -71,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print(f"{prog}: terminated", file=sys.stderr)
         return TERMINATED_EXIT
+    except Exception as exc:  # a signal that landed inside an import surfaces as that import's error
+        code = exit_code_for(exc)
+        if code is None:
+            raise
+        print(f"{prog}: {'interrupted' if code == INTERRUPTED_EXIT else 'terminated'}", file=sys.stderr)
+        return code
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

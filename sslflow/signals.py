@@ -14,6 +14,10 @@ SIGKILL: nothing runs. Outputs are still whole or absent, because they appear
   (train.checkpoint_every). Shard workers die with their parent
   (PR_SET_PDEATHSIG, sslflow.data.shards).
 
+A signal that lands inside a C extension's import (DALI's, say) surfaces as
+the ImportError that import raises, with the signal's exception as its
+cause: it still exits 130 / 143 (`exit_code_for`).
+
 Bad input is not a signal: sslflow.errors.EXIT_USER_ERROR (2).
 """
 
@@ -28,6 +32,19 @@ TERMINATED_EXIT = 128 + signal.SIGTERM  # 143
 
 class Terminated(BaseException):
     """SIGTERM as an exception, like Ctrl-C's KeyboardInterrupt: cleanup code runs, then exit 143."""
+
+
+def exit_code_for(exc: BaseException) -> int | None:
+    """130 / 143 when `exc` is, or was raised while unwinding from, Ctrl-C or SIGTERM; None otherwise."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            return INTERRUPTED_EXIT
+        if isinstance(exc, Terminated):
+            return TERMINATED_EXIT
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def raise_on_sigterm():
