@@ -89,6 +89,15 @@ def view_retrieval(method, batches) -> float:
     "name, lr, overrides",
     [
         ("moco", 3e-3, ["pretrain.moco.queue_size=128", "pretrain.moco.proj_hidden=128"]),
+        (
+            "byol",
+            1e-2,
+            [
+                *("pretrain.byol.proj_hidden=128", "pretrain.byol.pred_hidden=128", "pretrain.byol.momentum=0.9"),
+                # the momentum schedule spans the 48 steps trained
+                *("train.batch_size=32", "train.epochs=2", "pretrain.byol.max_steps=48"),
+            ],
+        ),
     ],
 )
 def test_momentum_method_learns_what_holds_on_held_out_images(train_project, name, lr, overrides):
