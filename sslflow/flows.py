@@ -144,10 +144,11 @@ def _pipeline_run_name() -> str:
 def stage_label(stage: Stage, params: Params) -> str:
     """A task run's name: the DVC stage, and for pretraining the method's budget, e.g.
     'pretrain@simclr (400 steps, batch 128, sgd lr 0.5)'."""
-    from sslflow.train.config import CONTROLS, method_train_cfg
+    from sslflow.methods.registry import trains
+    from sslflow.train.config import method_train_cfg
 
     kind, _, method = stage.name.partition("@")
-    if kind != "pretrain" or not method or method in CONTROLS:
+    if kind != "pretrain" or not method or not trains(method):
         return stage.name
     cfg = method_train_cfg(params.train, params.pretrain, method)
     budget = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs:g} epochs"

@@ -26,14 +26,6 @@ Batches = Callable[[int], Iterable[dict]]
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
 
 
-def head_layers_for(setting: str | int, info: dict) -> int:
-    """'auto': keep the first head layer when the projection head has 3 layers (SimCLRv2), else none."""
-    if setting != "auto":
-        return int(setting)
-    head_cfg = info.get("head_cfg")
-    return 1 if head_cfg and head_cfg.get("layers") == 3 else 0
-
-
 def build_classifier(encoder_path: Path | str, *, head_layers: int, n_classes: int, device: str) -> nn.Module:
     """encoder (+ head layers) followed by a new linear layer, every parameter trainable."""
     from sslflow.models.encoder import load_encoder

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import time
-import typing
 
 from sslflow import paths
+from sslflow.methods.registry import names
 from sslflow.params import Params
-from sslflow.train.config import MethodName
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--method", required=True, choices=typing.get_args(MethodName), help="whose encoder to evaluate"
-    )
+    parser.add_argument("--method", required=True, choices=names(), help="whose encoder to evaluate")
 
 
 def run(params: Params, method: str) -> dict:

@@ -25,6 +25,7 @@ from sslflow import paths
 from sslflow.errors import UserError
 from sslflow.methods.base import Method
 from sslflow.methods.registry import build_method
+from sslflow.signals import TERMINATED_EXIT
 from sslflow.testpoints import pause_point
 from sslflow.train import distributed as ddp
 from sslflow.train.checkpoint import config_hash, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -32,7 +33,7 @@ from sslflow.train.config import TrainCfg, method_train_cfg
 from sslflow.train.monitor import Monitor
 from sslflow.train.optim import build_optimizer, build_scheduler, scaled_lr
 
-PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a scheduler expects from a pre-empted job
+PREEMPTED_EXIT = TERMINATED_EXIT  # what a scheduler expects from a pre-empted job (sslflow.signals)
 # train keys that change how a run is watched or executed, not what it computes: a checkpoint
 # written with other values of these still resumes
 OPERATIONAL = {"log_every", "checkpoint_every", "threads", "knn", "compile", "device"}

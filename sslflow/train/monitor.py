@@ -18,6 +18,7 @@ from sslflow import paths
 from sslflow.models.backbone import count_params_m, describe
 from sslflow.train import distributed as ddp
 from sslflow.train.knn import extract_features, knn_top1
+from sslflow.train.summary import pretrain_summary
 
 LIVE_DIR = "dvclive"
 
@@ -153,20 +154,20 @@ class Monitor:
     def summary(self, global_step: int) -> dict:
         """metrics/<method>/pretrain.json."""
         t = self.trainer
-        return {
-            "method": t.name,
-            "backbone": describe(t.params.model),
-            "params_m": round(count_params_m(t.method.backbone), 4),
-            "epochs": round(global_step / t.steps_per_epoch, 4),
-            "steps": global_step,
-            "global_batch": t.cfg.batch_size,
-            "world_size": t.env.world_size,
-            "final_loss": self.final_loss,
-            "final_pretext_acc": self.final_acc,  # SimCLR: the positive ranked first among 2N-1
-            "knn_top1": self.knn_top1,
-            "images_per_s": self.train_images / self.train_seconds if self.train_seconds else math.nan,
-            "wall_s": round(self.wall_before + time.perf_counter() - self.started, 2),
-        }
+        return pretrain_summary(
+            method=t.name,
+            backbone=describe(t.params.model),
+            params_m=count_params_m(t.method.backbone),
+            epochs=global_step / t.steps_per_epoch,
+            steps=global_step,
+            global_batch=t.cfg.batch_size,
+            world_size=t.env.world_size,
+            final_loss=self.final_loss,
+            final_pretext_acc=self.final_acc,
+            knn_top1=self.knn_top1,
+            images_per_s=self.train_images / self.train_seconds if self.train_seconds else math.nan,
+            wall_s=self.wall_before + time.perf_counter() - self.started,
+        )
 
     def close(self) -> None:
         if self.live is not None:

@@ -82,13 +82,16 @@ def test_lowlabel_finetunes_and_distills_random_init(eval_project):
     assert entry["distill_top1"] <= entry["distill_top5"]
 
 
-def test_fine_tuning_keeps_the_first_head_layer_of_a_three_layer_head():
-    from sslflow.eval.finetune import head_layers_for
+def test_one_head_layer_policy_for_features_and_fine_tuning():
+    from sslflow.models.heads import head_layers_to_keep
 
-    assert head_layers_for("auto", {"head_cfg": {"layers": 3}}) == 1
-    assert head_layers_for("auto", {"head_cfg": {"layers": 2}}) == 0
-    assert head_layers_for("auto", {"head_cfg": None}) == 0
-    assert head_layers_for(2, {"head_cfg": {"layers": 3}}) == 2
+    assert head_layers_to_keep("auto", {"layers": 3}) == 1  # SimCLRv2 fine-tunes from its first head layer
+    assert head_layers_to_keep("auto", {"layers": 2}) == 0
+    assert head_layers_to_keep("auto", None) == 0
+    assert head_layers_to_keep(2, {"layers": 3}) == 2
+    assert head_layers_to_keep(1, {"layers": 2}) == 1  # SimCLR's first layer
+    assert head_layers_to_keep(2, {"layers": 2}) == 0  # the whole head is not a feature layer
+    assert head_layers_to_keep(1, None) == 0  # no head: the backbone output
 
 
 @pytest.mark.parametrize(
