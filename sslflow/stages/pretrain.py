@@ -34,6 +34,7 @@ def run(params, method: str, fresh: bool = False) -> dict | None:
     export_encoder(params, method, result.method.backbone, result.in_channels, head, head_cfg)
     summary = _finite(result.summary)
     write_metrics(method, summary)
+    _say(method, summary)
     return summary
 
 
@@ -74,7 +75,25 @@ def run_control(params, method: str) -> dict:
         }
     )
     write_metrics(method, summary)
+    _say(method, summary)
     return summary
+
+
+def _say(method: str, summary: dict) -> None:
+    """The stage's one result line: where the encoder is and what the run gave."""
+    from sslflow.train.progress import summary_line
+
+    line = summary_line(
+        f"pretrain {method}",
+        encoder=paths.encoder(method),
+        steps=summary["steps"],
+        loss=summary["final_loss"],
+        acc=summary["final_pretext_acc"],
+        knn_top1=summary["knn_top1"],
+        images_per_s=summary["images_per_s"],
+        wall_s=summary["wall_s"],
+    )
+    print(line, flush=True)
 
 
 def _finite(summary: dict) -> dict:
