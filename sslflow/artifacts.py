@@ -58,7 +58,9 @@ class StageProgress:
                 percent, key=self.key, description=f"pretrain {self.method}: step {step}/{total}"
             )
         else:
-            update_progress_artifact(self.artifact_id, percent, description=f"pretrain {self.method}: step {step}/{total}")
+            update_progress_artifact(
+                self.artifact_id, percent, description=f"pretrain {self.method}: step {step}/{total}"
+            )
 
 
 def publish_pretrain_metrics(method: str) -> None:

@@ -30,8 +30,8 @@ from sslflow.train import distributed as ddp
 from sslflow.train.checkpoint import config_hash, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sslflow.train.config import TrainCfg, method_train_cfg
 from sslflow.train.monitor import Monitor
-from sslflow.train.progress import Progress
 from sslflow.train.optim import build_optimizer, build_scheduler, scaled_lr
+from sslflow.train.progress import Progress
 
 PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a scheduler expects from a pre-empted job
 # train keys that change how a run is watched or executed, not what it computes: a checkpoint

@@ -119,7 +119,9 @@ class Progress:
         terminal = enabled and _isatty(self.stream)
         self.lines = enabled and not terminal
         self.bar = (
-            tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, leave=leave, file=self.stream)
+            tqdm(
+                total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, leave=leave, file=self.stream
+            )
             if terminal
             else None
         )

@@ -66,7 +66,9 @@ def test_lines_read_back_and_leave_out_what_does_not_apply():
     assert parse_step(line) == (12, 340)
     assert parse_step("pretrain x: models/x/encoder.pt  12 steps  4.0 s") is None
     assert format_duration(float("nan")) == "?" and format_duration(59.6) == "1:00"
-    control = summary_line("pretrain random_init", encoder="models/random_init/encoder.pt", steps=0, knn_top1=0.5, wall_s=2)
+    control = summary_line(
+        "pretrain random_init", encoder="models/random_init/encoder.pt", steps=0, knn_top1=0.5, wall_s=2
+    )
     assert control == "pretrain random_init: models/random_init/encoder.pt  0 steps  kNN top-1 50.0%  2.0 s"
 
 
@@ -81,7 +83,9 @@ def test_finetune_reports_progress_as_pretraining_does(capsys):
     def loss(m, batch):
         return nn.functional.cross_entropy(m(batch["image"]), batch["label"])
 
-    losses = train(model, lambda epoch: data, loss, epochs=2, lr=0.1, momentum=0.9, weight_decay=0, desc="m ft 1pct", log_every=2)
+    losses = train(
+        model, lambda epoch: data, loss, epochs=2, lr=0.1, momentum=0.9, weight_decay=0, desc="m ft 1pct", log_every=2
+    )
     lines = capsys.readouterr().err.splitlines()
     assert [parse_step(line) for line in lines[:-1]] == [(2, 6), (4, 6), (6, 6)]
     assert lines[1].startswith("m ft 1pct: step 4/6  epoch 2/2  loss ")
