@@ -87,6 +87,7 @@ def finetune_subset(params, method: str, fraction: str, keys: Sequence[str], n_c
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         desc=f"{method} fine-tune {fraction}",
+        log_every=params.train.log_every,
     )
     top1, top5 = evaluate(model, val_batches(params, device), device, desc=f"{method} {fraction} val")
     return model, head_layers, top1, top5
@@ -108,6 +109,7 @@ def distill_student(params, method: str, teacher, head_layers: int, n_classes: i
         momentum=momentum,
         weight_decay=0.0,
         desc=f"{method} distill {fraction}",
+        log_every=params.train.log_every,
     )
     return evaluate(student, val_batches(params, device), device, desc=f"{method} {fraction} student val")
 

@@ -48,13 +48,19 @@ def report_markdown(
     ablation_line: str,
 ) -> str:
     """The whole report.md: intro, both tables, the figures (paths relative to reports/), the ablations."""
-    parts = [INTRO, LINEAR_TEXT, linear_table(results), LOWLABEL_TEXT, lowlabel_table(results)]
+    parts = [tables_markdown(results)]
     if figures:
         parts.append("## Plots\n\n" + "\n".join(f"![{caption}]({name})\n" for caption, name in figures))
     parts.append("## Ablations\n\n" + ablation_line + "\n")
     for figure in ablations:
         parts.append(f"![{figure.caption}](plots/{figure.file})\n\n" + ablation_table(figure))
     return "\n".join(parts)
+
+
+def tables_markdown(results: list[MethodResults]) -> str:
+    """The report's text and tables without its figures: what a page without reports/'s images shows
+    (Prefect's UI)."""
+    return "\n".join([INTRO, LINEAR_TEXT, linear_table(results), LOWLABEL_TEXT, lowlabel_table(results)])
 
 
 def ablation_table(figure: AblationFigure) -> str:

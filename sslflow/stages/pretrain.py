@@ -31,6 +31,7 @@ def run(params, method: str, fresh: bool = False) -> dict | None:
     head, head_cfg = result.method.encoder_head()
     export_encoder(params, method, result.method.backbone, result.in_channels, head, head_cfg)
     write_metrics(method, result.summary)
+    _say(method, result.summary)
     return result.summary
 
 
@@ -68,4 +69,22 @@ def run_control(params, method: str) -> dict:
         wall_s=time.perf_counter() - started,
     )
     write_metrics(method, summary)
+    _say(method, summary)
     return summary
+
+
+def _say(method: str, summary: dict) -> None:
+    """The stage's one result line: where the encoder is and what the run gave."""
+    from sslflow.train.progress import summary_line
+
+    line = summary_line(
+        f"pretrain {method}",
+        encoder=paths.encoder(method),
+        steps=summary["steps"],
+        loss=summary["final_loss"],
+        acc=summary["final_pretext_acc"],
+        knn_top1=summary["knn_top1"],
+        images_per_s=summary["images_per_s"],
+        wall_s=summary["wall_s"],
+    )
+    print(line, flush=True)

@@ -71,7 +71,8 @@ class Monitor:
         w["images"] += images * self.trainer.env.world_size
 
     def log(self, step: int, lr: float) -> dict:
-        """Close the window: host sync, curves to dvclive, numbers for the progress bar."""
+        """Close the window: host sync, curves to dvclive; the window's numbers, for the progress report
+        (empty when no step ran since the last log point)."""
         w = self._window
         if not w["steps"]:
             return {}
@@ -88,7 +89,7 @@ class Monitor:
             for name, value in (("loss", loss), ("pretext_acc", acc), ("lr", lr), ("images_per_s", rate)):
                 self.live.log_metric(f"train/{name}", value)
             self.live.make_summary()
-        return {"loss": f"{loss:.3f}", "acc": f"{acc:.3f}", "img/s": f"{rate:.0f}"}
+        return {"loss": loss, "acc": acc, "lr": lr, "images_per_s": rate}
 
     # ---- kNN --------------------------------------------------------------------------
 

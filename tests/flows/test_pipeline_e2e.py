@@ -26,7 +26,7 @@ import yaml
 
 from sslflow import flows
 from tests.conftest import REPO, cut_fashion_mnist
-from tests.flows.conftest import git_dvc_init
+from tests.flows.conftest import flow_artifacts, git_dvc_init
 
 pytestmark = pytest.mark.slow
 
@@ -217,6 +217,22 @@ def test_pipeline_flow_matches_dvc_repro_and_reruns_nothing(tmp_path, source, re
     assert tasks["pretrain@rotation"].name == "pretrain@rotation (2 steps, batch 16, sgd lr 1)"
     assert "data/shards/train: 500 samples in 13 shards" in logs, "the shard stage's output reached Prefect"
     assert any(line.startswith("metrics/raw_pixels/linear.json: top-1") for line in logs)
+    pretrained = json.loads((root / "metrics/rotation/pretrain.json").read_text())
+    assert any(line.startswith("pretrain rotation: step 2/2  epoch 1/1  loss ") for line in logs), "progress"
+    assert any(line.startswith("pretrain rotation: models/rotation/encoder.pt  2 steps  loss ") for line in logs)
+
+    # Prefect's UI: the report's tables and each pretraining's progress and metrics, as artifacts of the run
+    artifacts = flow_artifacts(run_id)
+    tables = artifacts["sslflow-report"]
+    assert tables.type == "markdown" and report.startswith(tables.data + "\n## Plots"), "report.md without figures"
+    assert "| Rotation |" in tables.data and "| Raw pixels |" in tables.data
+    assert artifacts["sslflow-summary"].type == "table"
+    assert json.loads(artifacts["sslflow-summary"].data) == summary
+    assert float(artifacts["pretrain-rotation-progress"].data) == 100.0
+    for m in METHODS:
+        assert json.loads(artifacts[f"pretrain-{m.replace('_', '-')}"].data) == [
+            pretrained if m == "rotation" else json.loads((root / f"metrics/{m}/pretrain.json").read_text())
+        ]
 
     # a rerun executes nothing DVC calls current: only `report`, which dvc.yaml marks always_changed
     before = _mtimes(root)
