@@ -47,6 +47,16 @@ def imported_by(path: Path, module: str) -> set[str]:
     return {n for n in names if n.split(".")[0] == "sslflow"}
 
 
+# modules that import others found at run time: the method registry imports every module of its
+# package (each may declare methods), and params validation goes through it
+DISCOVERS = {"sslflow.methods.registry": "sslflow.methods"}
+
+
+def package_modules(package: str) -> list[str]:
+    folder = REPO.joinpath(*package.split("."))
+    return [f"{package}.{p.stem}" for p in sorted(folder.glob("*.py")) if p.stem != "__init__"]
+
+
 def import_closure(*roots: str) -> set[str]:
     """The repo-relative files of every sslflow module reachable from `roots`, their packages' __init__ included."""
     seen: dict[str, Path] = {}
@@ -60,6 +70,8 @@ def import_closure(*roots: str) -> set[str]:
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]
         todo += imported_by(path, name)
+        if name in DISCOVERS:
+            todo += package_modules(DISCOVERS[name])
     return {p.relative_to(REPO).as_posix() for p in seen.values()}
 
 
