@@ -7,7 +7,8 @@ was at the destination before is left as it was. A process killed outright
 that made it, and the next write of the same destination removes siblings whose
 process is gone.
 
-A full disk is bad input, not a bug: it becomes a UserError naming the destination.
+A full disk (or quota, or a file-size limit) is bad input, not a bug: it becomes a
+UserError naming the destination.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from sslflow.errors import UserError
 
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room: disk, quota, file-size limit
 
 
 @contextmanager

@@ -4,9 +4,9 @@ Each command lives in its own module, imported only when it runs (torch and DALI
 are slow to import). A command module provides ``run(params, **options)`` and,
 when it takes options, ``add_arguments(parser)``. Bad input raises
 :class:`~sslflow.errors.UserError`, printed here as one line with exit code 2;
-a bad command line is bad input too. Ctrl-C exits 130 and SIGTERM 143, both
-through an exception, so that atomic outputs remove their temporary files
-(pretraining handles SIGTERM itself while it trains: it checkpoints first).
+a bad command line is bad input too. Ctrl-C and SIGTERM end a command through
+an exception, so that atomic outputs remove their temporary files
+(sslflow.signals says what each signal does, and the exit codes).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import argparse
 import importlib
 import signal
 import sys
-import threading
 from types import ModuleType
 
 from sslflow.errors import EXIT_USER_ERROR, UserError
+from sslflow.signals import INTERRUPTED_EXIT, TERMINATED_EXIT, Terminated, exit_code_for, raise_on_sigterm
 
 # command words -> module with run(params, **options)
 COMMANDS: dict[tuple[str, ...], str] = {
@@ -35,11 +35,6 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("flow", "sweep"): "sslflow.flows",
 }
 COMMON_OPTIONS = ("params", "set")
-TERMINATED_EXIT = 143  # 128 + SIGTERM
-
-
-class Terminated(BaseException):
-    """SIGTERM as an exception, like Ctrl-C's KeyboardInterrupt: cleanup code runs, then exit 143."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         _usage()
         return EXIT_USER_ERROR
     prog = "sslflow " + " ".join(words)
-    previous = _raise_on_sigterm()
+    previous = raise_on_sigterm()
     try:
         module = importlib.import_module(COMMANDS[words])
         options = _parse(module, prog, words, argv[len(words) :])
@@ -72,10 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED_EXIT
     except Terminated:
         print(f"{prog}: terminated", file=sys.stderr)
         return TERMINATED_EXIT
+    except Exception as exc:  # a signal that landed inside an import surfaces as that import's error
+        code = exit_code_for(exc)
+        if code is None:
+            raise
+        print(f"{prog}: {'interrupted' if code == INTERRUPTED_EXIT else 'terminated'}", file=sys.stderr)
+        return code
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -89,17 +90,6 @@ def _refuse_other_params(options: dict) -> None:
             "the flows run dvc.yaml's stages on params.yaml: edit it, or vary params with "
             "`sslflow flow sweep --grid KEY=V1,V2` (DVC experiments)"
         )
-
-
-def _raise_on_sigterm():
-    """Turn SIGTERM into Terminated in the main thread; return the handler it replaces (None elsewhere)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        raise Terminated()
-
-    return signal.signal(signal.SIGTERM, handler)
 
 
 def _parse(module: ModuleType, prog: str, words: tuple[str, ...], rest: list[str]) -> dict:

@@ -99,17 +99,32 @@ def _not_bad_input(task, task_run, state) -> bool:
     return False
 
 
+def _pretrained_method(stage: Stage) -> str | None:
+    """'simclr' for 'pretrain@simclr'; None for any other stage."""
+    kind, _, method = stage.name.partition("@")
+    return method if kind == "pretrain" and method else None
+
+
 @task(task_run_name="{stage.name}", retry_condition_fn=_not_bad_input)
 def run_stage(stage: Stage, params: Params) -> str:
-    """Skip an up-to-date stage; otherwise run its command, forward its log, and record it in dvc.lock."""
+    """Skip an up-to-date stage; otherwise run its command, forward its log as it comes, and record it in dvc.lock.
+
+    A pretraining stage also drives a progress artifact from its progress lines and
+    publishes its final metrics.
+    """
+    from sslflow.artifacts import StageProgress, publish_pretrain_metrics
+
     logger = get_run_logger()
     if is_up_to_date(stage.name):
         logger.info("%s is up to date; skipped", stage.name)
         return "skipped"
     cmd = stage_command(stage.cmd, params.launch)
     logger.info("running %s: %s", stage.name, cmd)
+    method = _pretrained_method(stage)
+    progress = StageProgress(method) if method else None
     tail: deque[str] = deque(maxlen=1)
-    env = {**os.environ, "TQDM_MININTERVAL": "5"}
+    # unbuffered: a stage's stdout lines reach the task's log when printed, not when the stage ends
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with subprocess.Popen(
         cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
     ) as proc:
@@ -118,11 +133,15 @@ def run_stage(stage: Stage, params: Params) -> str:
             if line:
                 logger.info(line)
                 tail.append(line)
+                if progress is not None:
+                    progress.see(line)
     if proc.returncode != 0:
         raise StageFailed(stage.name, proc.returncode, tail[-1] if tail else "")
     commit = _dvc("commit", "--force", stage.name)
     if commit.returncode != 0:
         raise StageFailed(stage.name, commit.returncode, commit.stderr.strip())
+    if method:
+        publish_pretrain_metrics(method)
     return "ran"
 
 
@@ -144,10 +163,11 @@ def _pipeline_run_name() -> str:
 def stage_label(stage: Stage, params: Params) -> str:
     """A task run's name: the DVC stage, and for pretraining the method's budget, e.g.
     'pretrain@simclr (400 steps, batch 128, sgd lr 0.5)'."""
-    from sslflow.train.config import CONTROLS, method_train_cfg
+    from sslflow.methods.registry import trains
+    from sslflow.train.config import method_train_cfg
 
     kind, _, method = stage.name.partition("@")
-    if kind != "pretrain" or not method or method in CONTROLS:
+    if kind != "pretrain" or not method or not trains(method):
         return stage.name
     cfg = method_train_cfg(params.train, params.pretrain, method)
     budget = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs:g} epochs"
@@ -156,7 +176,11 @@ def stage_label(stage: Stage, params: Params) -> str:
 
 @flow(name="sslflow-pipeline", flow_run_name=_pipeline_run_name, log_prints=True)
 def pipeline(params_file: str = "params.yaml", methods: list[str] | None = None) -> dict[str, str]:
-    """Every DVC stage as a task, independent branches concurrently; returns stage -> ran|skipped."""
+    """Every DVC stage as a task, independent branches concurrently; returns stage -> ran|skipped.
+
+    When the graph ends in the report, its tables become artifacts of the flow run.
+    """
+    from sslflow.artifacts import publish_report
     from sslflow.params import load_params
 
     params = load_params(params_file)
@@ -170,7 +194,10 @@ def pipeline(params_file: str = "params.yaml", methods: list[str] | None = None)
                 {"stage": stage, "params": params},
                 wait_for=upstream,
             )
-        return {name: future.result() for name, future in futures.items()}
+        results = {name: future.result() for name, future in futures.items()}
+    if "report" in results:
+        publish_report(list(params.pretrain.methods))
+    return results
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -238,12 +265,17 @@ def experiment_rows(show: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @flow(name="sslflow-sweep", flow_run_name="sweep-{name}", log_prints=True)
 def sweep(grid: dict[str, list[Any]], name: str = "grid", jobs: int = 1) -> list[dict[str, Any]]:
-    """Queue one DVC experiment per grid point, run them, and return every experiment's params and metrics."""
+    """Queue one DVC experiment per grid point, run them, and return every experiment's params and metrics
+    (also published as a table artifact of the flow run)."""
+    from sslflow.artifacts import publish_experiments
+
     points = grid_points(grid)
     for point in points:
         queue_experiment(point, experiment_name(point))
     run_queue(jobs)
-    return gather_experiments()
+    rows = gather_experiments()
+    publish_experiments(name, rows, grid)
+    return rows
 
 
 # --- CLI: `sslflow flow pipeline|sweep` ---------------------------------------------------

@@ -21,9 +21,10 @@ from sslflow.data.config import DataCfg
 from sslflow.errors import UserError
 from sslflow.eval.config import EvalCfg
 from sslflow.launch import LaunchCfg
+from sslflow.methods.registry import PretrainCfg
 from sslflow.models.config import ModelCfg
 from sslflow.section import Section
-from sslflow.train.config import PretrainCfg, TrainCfg
+from sslflow.train.config import TrainCfg
 
 DEFAULT_PARAMS = Path("params.yaml")
 

@@ -1,6 +1,7 @@
 """Helpers for tests that signal the processes they start."""
 
 import signal
+from pathlib import Path
 
 
 def default_sigint() -> None:
@@ -11,3 +12,11 @@ def default_sigint() -> None:
     when the suite itself runs in the background (CI runners, `make test &`).
     """
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def process_state(pid: int) -> str | None:
+    """The kernel's one-letter state of a process (R running, S sleeping, T stopped, Z zombie), None once reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None

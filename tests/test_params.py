@@ -27,7 +27,7 @@ def test_repo_params_are_valid():
         ("train.lr=-1", "train.lr: Input should be greater than 0 (got -1)"),
         ("model.width=wide", "model.width: Input should be a valid number (got 'wide')"),
         ("data.layout=lmdb", "data.layout: Input should be 'mnist-idx', 'imagefolder' or 'imagenet' (got 'lmdb')"),
-        ("pretrain.methods=[simclr,byol]", "pretrain.methods.1: Input should be 'simclr'"),
+        ("pretrain.methods=[simclr,swav]", "pretrain.methods.1: Input should be "),
         ("nosuchsection.x=1", "nosuchsection: unknown key"),
     ],
 )
@@ -86,6 +86,6 @@ def test_cli_exits_2_with_one_line(tmp_path):
 
 
 def test_cli_unknown_command_exits_2():
-    proc = subprocess.run([sys.executable, "-m", "sslflow", "frobnicate"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "sslflow", "frobnicate"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
     assert "usage: sslflow <command>" in proc.stderr

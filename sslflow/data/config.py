@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from sslflow.data.fractions import NAMES, FractionName
 from sslflow.section import PathField, Section
 
 
@@ -13,13 +14,13 @@ class SubsetsCfg(Section):
 
     seed: int = 0
     # ILSVRC2012: the published SimCLR lists (one file name per line) instead of sampling.
-    files: dict[Literal["1pct", "10pct"], PathField] | None = None
+    files: dict[FractionName, PathField] | None = None
 
     @model_validator(mode="after")
     def _both_lists(self) -> "SubsetsCfg":
         # One list alone would leave the other to sampling, and the pair would no longer nest.
-        if self.files is not None and set(self.files) != {"1pct", "10pct"}:
-            raise ValueError("give both 1pct and 10pct lists, or null")
+        if self.files is not None and set(self.files) != set(NAMES):
+            raise ValueError(f"give both {' and '.join(NAMES)} lists, or null")
         return self
 
 

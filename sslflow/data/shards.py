@@ -25,6 +25,7 @@ from sslflow.data.encode import BadImage
 from sslflow.data.records import Reader, Record
 from sslflow.data.tarwriter import BLOCK, ShardInfo, ShardWriter
 from sslflow.errors import UserError
+from sslflow.testpoints import pause_point
 
 # bytes a sample takes in a tar besides its image data: two headers and the padded .cls member
 SAMPLE_OVERHEAD = 3 * BLOCK
@@ -109,7 +110,10 @@ def write_shards(tasks: list[ShardTask], workers: int, show_progress: bool = Tru
     bar = tqdm(total=total, unit="img", desc="shard", disable=None if show_progress else True, smoothing=0.05)
     try:
         if workers == 1:
-            results = [write_shard(task, bar.update) for task in tasks]
+            results = []
+            for task in tasks:
+                results.append(write_shard(task, bar.update))
+                pause_point("shard.written", len(results))
         else:
             results = _write_parallel(tasks, workers, bar)
     finally:
@@ -143,6 +147,7 @@ def _write_parallel(tasks: list[ShardTask], workers: int, bar: tqdm) -> list[Sha
             bar.update(sum(counts) - bar.n)
             for conn in ready:
                 results.append(_receive(conn))
+                pause_point("shard.written", len(results))
                 if pending:
                     conn.send(pending.pop(0))
                 else:

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sslflow.data.fractions import FRACTIONS
 from sslflow.errors import UserError
-
-FRACTIONS = {"1pct": Fraction(1, 100), "10pct": Fraction(1, 10)}
 
 
 def apportion(counts: list[int], fraction: Fraction) -> list[int]:

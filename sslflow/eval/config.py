@@ -9,9 +9,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from sslflow.data.fractions import NAMES, FractionName
 from sslflow.section import Section
 
-Fraction = Literal["1pct", "10pct"]
+Fraction = FractionName
 
 
 class ExtractCfg(Section):
@@ -64,7 +65,7 @@ class FinetuneCfg(Section):
 
     enabled: bool = True
     epochs: dict[Fraction, int] = Field(
-        {"1pct": 60, "10pct": 30}, description="epochs over the subset, per fraction (SimCLR's)"
+        dict(zip(NAMES, (60, 30), strict=True)), description="epochs over the subset, per fraction (SimCLR's)"
     )
     batch_size: int = Field(64, gt=0, description="capped at the subset's size")
     eval_batch_size: int = Field(512, gt=0, description="images per forward pass when scoring val")
@@ -104,7 +105,7 @@ class DistillCfg(Section):
 class LowLabelCfg(Section):
     """The 1% / 10% protocol (`sslflow lowlabel`): linear probe, fine-tune, optional distillation."""
 
-    fractions: list[Fraction] = Field(["1pct", "10pct"], min_length=1)
+    fractions: list[Fraction] = Field(list(NAMES), min_length=1)
     finetune: FinetuneCfg = FinetuneCfg()
     distill: DistillCfg = DistillCfg()
 

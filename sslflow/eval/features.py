@@ -18,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sslflow.errors import UserError
+from sslflow.testpoints import pause_point
 
 ARRAYS = ("features", "labels", "keys", "fingerprint", "head_layers", "backbone", "params_m")
 
@@ -77,6 +78,7 @@ def extract(
             labels[filled : filled + n] = batch["label"].cpu().numpy()
             keys.extend(batch["key"])
             filled += n
+            pause_point("extract.rows", filled)
     if features is None or filled != total:
         raise UserError(f"{desc}: the loader yielded {filled} samples, the manifest lists {total}")
     if len(set(keys)) != total:

@@ -9,6 +9,8 @@ it the supervised baseline trained from scratch on the subset.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -19,19 +21,12 @@ from torch import nn
 from tqdm import tqdm
 
 from sslflow.eval.linear_probe import topk_accuracy
+from sslflow.train.progress import Progress
 
 # epoch -> that epoch's batches (a fresh, deterministically shuffled loader)
 Batches = Callable[[int], Iterable[dict]]
 # (model, batch) -> scalar loss
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
-
-
-def head_layers_for(setting: str | int, info: dict) -> int:
-    """'auto': keep the first head layer when the projection head has 3 layers (SimCLRv2), else none."""
-    if setting != "auto":
-        return int(setting)
-    head_cfg = info.get("head_cfg")
-    return 1 if head_cfg and head_cfg.get("layers") == 3 else 0
 
 
 def build_classifier(encoder_path: Path | str, *, head_layers: int, n_classes: int, device: str) -> nn.Module:
@@ -65,31 +60,66 @@ def train(
     momentum: float,
     weight_decay: float,
     desc: str,
+    log_every: int = 10,
 ) -> list[float]:
-    """Nesterov SGD with a per-step cosine decay to zero; returns the mean loss of each epoch."""
+    """Nesterov SGD with a per-step cosine decay to zero; returns the mean loss of each epoch.
+
+    Progress as pretraining shows it (sslflow.train.progress): a bar on a terminal, a line
+    every `log_every` steps elsewhere, and a closing line.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
     first = batches(0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * len(first)))
-    losses = []
-    for epoch in range(epochs):
-        model.train()
-        total, steps = 0.0, 0
-        for batch in tqdm(
-            first if epoch == 0 else batches(epoch),
-            desc=f"{desc} epoch {epoch + 1}/{epochs}",
-            disable=None,
-            leave=False,
-        ):
-            loss = loss_fn(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, steps = total + loss.item(), steps + 1
-        losses.append(total / max(1, steps))
+    total = epochs * len(first)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total))
+    losses: list[float] = []
+    step, images, started = 0, 0, time.perf_counter()
+    window = Window()
+    with Progress(desc, total, log_every=log_every, epochs=epochs, leave=False) as progress:
+        for epoch in range(epochs):
+            model.train()
+            epoch_loss, epoch_steps = 0.0, 0
+            for batch in first if epoch == 0 else batches(epoch):
+                loss = loss_fn(model, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                lr_now = sched.get_last_lr()[0]
+                sched.step()
+                value, count = loss.item(), len(batch["image"])
+                epoch_loss, epoch_steps, step, images = epoch_loss + value, epoch_steps + 1, step + 1, images + count
+                window.add(value, count)
+                progress.advance()
+                if progress.due(step):
+                    loss_mean, rate = window.close()
+                    progress.log(step, epoch=epoch + 1, loss=loss_mean, lr=lr_now, images_per_s=rate)
+            losses.append(epoch_loss / max(1, epoch_steps))
+        wall = time.perf_counter() - started
+        progress.done(
+            steps=step,
+            loss=losses[-1] if losses else None,
+            images_per_s=images / wall if wall > 0 else None,
+            wall_s=wall,
+        )
     model.eval()
     return losses
+
+
+class Window:
+    """Mean loss and images/s since the last log point."""
+
+    def __init__(self) -> None:
+        self.loss, self.steps, self.images, self.tick = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, loss: float, images: int) -> None:
+        self.loss, self.steps, self.images = self.loss + loss, self.steps + 1, self.images + images
+
+    def close(self) -> tuple[float, float]:
+        now = time.perf_counter()
+        seconds = now - self.tick
+        result = (self.loss / max(1, self.steps), self.images / seconds if seconds > 0 else math.nan)
+        self.loss, self.steps, self.images, self.tick = 0.0, 0, 0, now
+        return result
 
 
 def predict(

@@ -17,7 +17,7 @@ import numpy as np
 
 from sslflow import paths
 from sslflow.eval.features import FeatureSet
-from sslflow.eval.finetune import Batches, build_classifier, cross_entropy_loss, evaluate, head_layers_for, train
+from sslflow.eval.finetune import Batches, build_classifier, cross_entropy_loss, evaluate, train
 from sslflow.eval.linear_probe import probe_with
 
 NO_FINETUNE = ("raw_pixels",)  # a flatten "encoder" has no weights to tune
@@ -72,9 +72,10 @@ def val_batches(params, device: str):
 def finetune_subset(params, method: str, fraction: str, keys: Sequence[str], n_classes: int, device: str):
     """Fine-tune the method's encoder on the subset; return (model, head_layers used, top-1, top-5 on val)."""
     from sslflow.models.encoder import read_encoder
+    from sslflow.models.heads import head_layers_to_keep
 
     cfg = params.eval.lowlabel.finetune
-    head_layers = head_layers_for(cfg.head_layers, read_encoder(paths.encoder(method)))
+    head_layers = head_layers_to_keep(cfg.head_layers, read_encoder(paths.encoder(method)).get("head_cfg"))
     model = build_classifier(paths.encoder(method), head_layers=head_layers, n_classes=n_classes, device=device)
     batch_size = min(cfg.batch_size, len(keys))
     train(
@@ -86,6 +87,7 @@ def finetune_subset(params, method: str, fraction: str, keys: Sequence[str], n_c
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         desc=f"{method} fine-tune {fraction}",
+        log_every=params.train.log_every,
     )
     top1, top5 = evaluate(model, val_batches(params, device), device, desc=f"{method} {fraction} val")
     return model, head_layers, top1, top5
@@ -107,6 +109,7 @@ def distill_student(params, method: str, teacher, head_layers: int, n_classes: i
         momentum=momentum,
         weight_decay=0.0,
         desc=f"{method} distill {fraction}",
+        log_every=params.train.log_every,
     )
     return evaluate(student, val_batches(params, device), device, desc=f"{method} {fraction} student val")
 

@@ -11,7 +11,8 @@ class Method(nn.Module):
     """A backbone plus whatever a pretext task adds; forward(batch) -> (loss, metrics).
 
     `kind` names the loader views the method consumes (sslflow.augment.loader
-    kinds). Metrics are detached scalar tensors ("acc": pretext accuracy).
+    kinds); the registry sets it from the method's MethodSpec. Metrics are
+    detached scalar tensors ("acc": pretext accuracy).
     """
 
     kind: str = ""

@@ -9,15 +9,20 @@ a single-patch feature extractor, which is what gets evaluated.
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from sslflow.methods.base import Method, classification
+from sslflow.methods.spec import BuildContext, MethodSpec
 from sslflow.models.heads import classifier
+from sslflow.train.config import Overrides
+
+
+class RelPosCfg(Overrides):
+    hidden: int = Field(512, gt=0, description="hidden width of the late-fusion MLP")
 
 
 class RelativePosition(Method):
-    kind = "relpos"
-
     def __init__(self, backbone: nn.Module, out_dim: int, hidden_dim: int) -> None:
         super().__init__(backbone)
         self.classifier = classifier(2 * out_dim, 8, hidden_dim)
@@ -30,3 +35,10 @@ class RelativePosition(Method):
 
     def batch_images(self, batch: dict) -> int:
         return batch["center"].shape[0]
+
+
+def build(ctx: BuildContext) -> RelativePosition:
+    return RelativePosition(ctx.backbone, ctx.out_dim, ctx.section.hidden)
+
+
+METHODS = (MethodSpec(name="relpos", label="Relative position", section=RelPosCfg, views="relpos", build=build),)

@@ -7,12 +7,16 @@ from __future__ import annotations
 from torch import nn
 
 from sslflow.methods.base import Method, classification
+from sslflow.methods.spec import BuildContext, MethodSpec
 from sslflow.models.heads import classifier
+from sslflow.train.config import Overrides
+
+
+class SupervisedCfg(Overrides):
+    pass
 
 
 class Supervised(Method):
-    kind = "supervised"
-
     def __init__(self, backbone: nn.Module, out_dim: int, num_classes: int) -> None:
         super().__init__(backbone)
         self.classifier = classifier(out_dim, num_classes)
@@ -22,3 +26,14 @@ class Supervised(Method):
 
     def batch_images(self, batch: dict) -> int:
         return batch["image"].shape[0]
+
+
+def build(ctx: BuildContext) -> Supervised:
+    return Supervised(ctx.backbone, ctx.out_dim, ctx.num_classes)
+
+
+METHODS = (
+    MethodSpec(
+        name="supervised", label="Supervised", section=SupervisedCfg, views="supervised", build=build, control=True
+    ),
+)

@@ -1,8 +1,10 @@
-"""torchvision ResNets with a width multiplier and a small-image stem, classifier removed.
+"""torchvision ResNets with a width multiplier, a small-image stem and SimCLRv2's SK option, classifier removed.
 
 torchvision's ResNet fixes the stage widths at 64-128-256-512 (``width_per_group``
 only widens bottleneck interiors), so a subclass scales ``planes`` as each stage
-is made and rebuilds the stem for the input's channel count and size.
+is made and rebuilds the stem for the input's channel count and size. With
+``model.sk`` the bottlenecks' 3x3 convs are selective-kernel convs and the stem and
+shortcuts are ResNet-D's, as in SimCLRv2's released ResNet-152 (3x+SK) (models/sk.py).
 """
 
 from __future__ import annotations
@@ -10,29 +12,41 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from sslflow.models.config import ModelCfg
+from sslflow.models.config import ARCHS, ModelCfg
+from sslflow.models.sk import SKConv2d, avg_down, deep_stem
 
-ARCHS: dict[str, tuple[type[nn.Module], list[int]]] = {
-    "resnet18": (BasicBlock, [2, 2, 2, 2]),
-    "resnet34": (BasicBlock, [3, 4, 6, 3]),
-    "resnet50": (Bottleneck, [3, 4, 6, 3]),
-}
+BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class SKBottleneck(Bottleneck):
+    """torchvision's bottleneck (stride on the 3x3) with the 3x3 conv + BN as one SK conv (BN inside)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        width = self.conv2.out_channels
+        self.conv2 = SKConv2d(width, width, self.stride)
+        self.bn2 = nn.Identity()  # the block's ReLU after it changes nothing: SK mixes non-negative streams
 
 
 class Backbone(ResNet):
     """ResNet trunk mapping (B, C, H, W) to pooled features (B, out_dim)."""
 
     def __init__(self, cfg: ModelCfg, in_channels: int) -> None:
-        self.width = cfg.width
-        block, layers = ARCHS[cfg.arch]
+        self.width, self.sk = cfg.width, cfg.sk
+        kind, layers = ARCHS[cfg.arch]
+        block = SKBottleneck if cfg.sk else BLOCKS[kind]
         super().__init__(block, layers)
         stem = self._scaled(64)
         if cfg.small_stem:
             self.conv1 = nn.Conv2d(in_channels, stem, 3, stride=cfg.stem_stride, padding=1, bias=False)
             self.maxpool = nn.Identity()
+        elif cfg.sk:
+            self.conv1 = deep_stem(in_channels, stem)
         else:
             self.conv1 = nn.Conv2d(in_channels, stem, 7, stride=2, padding=3, bias=False)
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        for m in self.conv1.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         self.bn1 = nn.BatchNorm2d(stem)
         # Small images: a global pool throws away where things are, which a linear probe on a
         # 28 px garment needs; pooling to 2x2 keeps a coarse layout (features x4).
@@ -53,7 +67,11 @@ class Backbone(ResNet):
         # ResNet.__init__ sets inplanes=64 before the first stage; the stem's width scales too.
         if "layer1" not in self._modules:
             self.inplanes = self._scaled(64)
-        return super()._make_layer(block, self._scaled(planes), blocks, stride, dilate)
+        layer = super()._make_layer(block, self._scaled(planes), blocks, stride, dilate)
+        first = layer[0]
+        if self.sk and first.downsample is not None:
+            first.downsample = avg_down(first.downsample, stride)
+        return layer
 
 
 def build_backbone(cfg: ModelCfg, in_channels: int) -> Backbone:
@@ -61,9 +79,9 @@ def build_backbone(cfg: ModelCfg, in_channels: int) -> Backbone:
 
 
 def describe(cfg: ModelCfg) -> str:
-    """Table name of a backbone, e.g. 'ResNet-18 (0.5x, small stem)'."""
+    """Table name of a backbone, as in the papers' tables: 'ResNet-50 (2x)', 'ResNet-152 (3x+SK)', 'ResNet-18 (0.5x, small stem)'."""
     name = "ResNet-" + cfg.arch.removeprefix("resnet")
-    extras = [] if cfg.width == 1 else [f"{cfg.width:g}x"]
+    extras = [f"{cfg.width:g}x+SK"] if cfg.sk else [] if cfg.width == 1 else [f"{cfg.width:g}x"]
     if cfg.small_stem:
         extras.append("small stem" + (f" /{cfg.stem_stride}" if cfg.stem_stride != 1 else ""))
     if cfg.pool != 1:

@@ -31,6 +31,20 @@ def head_cfg(in_dim: int, hidden_dim: int, out_dim: int, layers: int) -> dict:
     return {"in_dim": in_dim, "hidden_dim": hidden_dim, "out_dim": out_dim, "layers": layers}
 
 
+def head_layers_to_keep(setting: str | int, head_cfg: dict | None) -> int:
+    """How many projection-head layers the features (extract) and fine-tuning (lowlabel) keep on the backbone.
+
+    'auto': 1 when the head has 3 layers (SimCLRv2 fine-tunes from its first
+    layer), else 0. n: n where the head has more than n layers, else 0, so one
+    setting serves every method: with 1, SimCLRv2 and SimCLR give their first
+    head layer, methods without a head their backbone output.
+    """
+    layers = (head_cfg or {}).get("layers", 0)
+    if setting == "auto":
+        return 1 if layers == 3 else 0
+    return int(setting) if layers > int(setting) else 0
+
+
 def classifier(in_dim: int, num_classes: int, hidden_dim: int = 0) -> nn.Module:
     """Linear classifier, or a one-hidden-layer MLP when hidden_dim > 0 (relative position's fusion head)."""
     if hidden_dim <= 0:

@@ -3,7 +3,9 @@ projection dimension (fig. 8), temperature (table 5), and the augmentation-pair 
 
 `dvc exp show --json` gives every experiment's params and metrics; `parse_exp_show`
 turns that into `Experiment`s, and the rest works on those, so it can be fed
-rows directly. An experiment enters a figure only when it differs from the
+rows directly. Nothing is dropped in silence: `gather_experiments` says why no
+experiment could be read, and `experiments_line` puts that (or how many runs
+carry no metrics) in a line the report shows. An experiment enters a figure only when it differs from the
 baseline commit in that figure's params and nothing else: a run that changed
 both the batch size and the temperature belongs to neither sweep.
 """
@@ -46,6 +48,27 @@ class Experiment:
     baseline: bool
     params: dict[str, Any]  # dotted key -> value (lists kept whole)
     metrics: dict[str, dict]  # metrics file -> its contents
+
+
+@dataclass(frozen=True)
+class ExperimentsRead:
+    """What `dvc exp show` gave: the experiments, or why there are none."""
+
+    experiments: list[Experiment]
+    problem: str | None = None  # one line: why they could not be read
+
+
+@dataclass(frozen=True)
+class AblationFigure:
+    caption: str
+    file: str  # name in the figures' folder
+    x_name: str
+    line_name: str
+    points: list[tuple[Any, Any, float]]  # (line, x, top-1): what the figure plots
+
+
+def _rows(data: dict[Any, list[tuple[float, float]]]) -> list[tuple[Any, Any, float]]:
+    return [(group, x, top1) for group, points in sorted(data.items(), key=lambda kv: str(kv[0])) for x, top1 in points]
 
 
 # ----------------------------------------------------------------------------- reading
@@ -91,8 +114,8 @@ def parse_exp_show(rows: list[dict]) -> list[Experiment]:
     return experiments
 
 
-def gather_experiments(repo: Path | str = ".", timeout: float = 300) -> list[Experiment]:
-    """`dvc exp show --json` in `repo`; empty when dvc is not usable there (no repo, no git, error)."""
+def gather_experiments(repo: Path | str = ".", timeout: float = 300) -> ExperimentsRead:
+    """`dvc exp show --json` in `repo`; when it cannot be read, no experiments and the reason."""
     try:
         done = subprocess.run(
             [sys.executable, "-m", "dvc", "exp", "show", "--json"],
@@ -101,9 +124,39 @@ def gather_experiments(repo: Path | str = ".", timeout: float = 300) -> list[Exp
             text=True,
             timeout=timeout,
         )
-        return parse_exp_show(json.loads(done.stdout)) if done.returncode == 0 else []
-    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
-        return []
+    except subprocess.TimeoutExpired:
+        return ExperimentsRead([], f"`dvc exp show` did not answer in {timeout:g} s")
+    except OSError as exc:
+        return ExperimentsRead([], f"`dvc exp show` could not run: {exc}")
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        return ExperimentsRead([], f"`dvc exp show` failed: {last}")
+    try:
+        return ExperimentsRead(parse_exp_show(json.loads(done.stdout or "[]")))
+    except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+        return ExperimentsRead([], f"`dvc exp show --json` gave output this version cannot read ({exc})")
+
+
+def experiments_line(read: ExperimentsRead, drawn: int, method: str = "simclr") -> str:
+    """The report's one line on ablations: what was read, what could not be, what to run for more."""
+    if read.problem:
+        return f"No ablation figure: {read.problem}."
+    runs = [e for e in read.experiments if not e.baseline]
+    if not runs:
+        return (
+            "No `dvc exp` runs yet: `make ablate` (or `sslflow flow sweep --grid KEY=V1,V2`) runs a sweep "
+            "and draws its figures here."
+        )
+    blind = [e.name for e in runs if linear_top1(e, method) is None]
+    line = f"{len(runs)} experiment(s) read, {drawn} figure(s) drawn."
+    if blind:
+        line += (
+            f" {len(blind)} carry no {method} linear top-1 (`dvc exp show` prints `!`): "
+            + ", ".join(blind[:5])
+            + (" ..." if len(blind) > 5 else "")
+            + "."
+        )
+    return line
 
 
 # ----------------------------------------------------------------------------- selecting
@@ -205,9 +258,9 @@ def _heatmap(cells: dict[tuple[str, str], float], dest: Path, title: str) -> Non
     save(fig, dest)
 
 
-def ablation_figures(experiments: list[Experiment], dest_dir: Path, method: str = "simclr") -> list[tuple[str, str]]:
-    """Draw every ablation the experiments hold; return (caption, file name) of each figure drawn."""
-    drawn: list[tuple[str, str]] = []
+def ablation_figures(experiments: list[Experiment], dest_dir: Path, method: str = "simclr") -> list[AblationFigure]:
+    """Draw every ablation the experiments hold; return each figure drawn with the points it plots."""
+    drawn: list[AblationFigure] = []
     scheduling = {f"{p}.{k}" for p in ("train", f"pretrain.{method}") for k in ("batch_size", "epochs")}
     batch = series(
         sweep(experiments, scheduling),
@@ -224,7 +277,15 @@ def ablation_figures(experiments: list[Experiment], dest_dir: Path, method: str 
             legend="epochs",
             log2=True,
         )
-        drawn.append(("Linear top-1 against batch size, one line per number of epochs", "ablation_batch_size.png"))
+        drawn.append(
+            AblationFigure(
+                "Linear top-1 against batch size, one line per number of epochs",
+                "ablation_batch_size.png",
+                "batch size",
+                "epochs",
+                _rows(batch),
+            )
+        )
     head_keys = {f"pretrain.{method}.proj_dim", f"pretrain.{method}.proj_layers"}
     head = series(
         sweep(experiments, head_keys),
@@ -241,7 +302,15 @@ def ablation_figures(experiments: list[Experiment], dest_dir: Path, method: str 
             legend="head layers",
             log2=True,
         )
-        drawn.append(("Linear top-1 against the projection head's output dimension", "ablation_proj_dim.png"))
+        drawn.append(
+            AblationFigure(
+                "Linear top-1 against the projection head's output dimension",
+                "ablation_proj_dim.png",
+                "projection dim",
+                "head layers",
+                _rows(head),
+            )
+        )
     temperature = series(
         sweep(experiments, {f"pretrain.{method}.temperature"}),
         method,
@@ -257,11 +326,27 @@ def ablation_figures(experiments: list[Experiment], dest_dir: Path, method: str 
             legend="loss",
             log2=True,
         )
-        drawn.append(("Linear top-1 against the NT-Xent temperature", "ablation_temperature.png"))
+        drawn.append(
+            AblationFigure(
+                "Linear top-1 against the NT-Xent temperature",
+                "ablation_temperature.png",
+                "temperature",
+                "loss",
+                _rows(temperature),
+            )
+        )
     pairs = augmentation_pairs(experiments, method)
     if len(pairs) >= 2:
         _heatmap(pairs, dest_dir / "ablation_augment_pairs.png", "Augmentation pairs")
-        drawn.append(("Linear top-1 for views made of one or two transformations", "ablation_augment_pairs.png"))
+        drawn.append(
+            AblationFigure(
+                "Linear top-1 for views made of one or two transformations",
+                "ablation_augment_pairs.png",
+                "2nd transformation",
+                "1st transformation",
+                [(OP_NAMES.get(a, a), OP_NAMES.get(b, b), top1) for (a, b), top1 in sorted(pairs.items())],
+            )
+        )
     return drawn
 
 

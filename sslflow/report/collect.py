@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sslflow import paths
+from sslflow.data.fractions import NAMES as FRACTIONS
+from sslflow.data.fractions import summary_key
 from sslflow.errors import UserError
-
-CONTROLS = ("supervised", "random_init", "raw_pixels")  # rows that sit below the methods, in this order
-FRACTIONS = ("1pct", "10pct")
 
 
 @dataclass(frozen=True)
@@ -65,9 +64,17 @@ def read_results(method: str, metrics_dir: Path | str = paths.METRICS) -> Method
     )
 
 
+def is_control(method: str) -> bool:
+    """A row of the Controls group (supervised, random_init, raw_pixels), as its module declares."""
+    from sslflow.methods.registry import specs
+
+    spec = specs().get(method)
+    return bool(spec and spec.control)
+
+
 def ordered(methods: list[str]) -> list[str]:
-    """Methods in their params order, then the controls in CONTROLS order (as the tables print them)."""
-    return [m for m in methods if m not in CONTROLS] + [m for m in CONTROLS if m in methods]
+    """Methods, then the controls, each in params order (as the tables print them)."""
+    return [m for m in methods if not is_control(m)] + [m for m in methods if is_control(m)]
 
 
 def summary_row(results: MethodResults) -> dict:
@@ -82,8 +89,9 @@ def summary_row(results: MethodResults) -> dict:
         "params_m": results.params_m,
         "linear_top1": results.linear_acc(1),
         "linear_top5": results.linear_acc(5),
-        "pct1_top1": results.lowlabel_acc("1pct", "linear", 1),
-        "pct10_top1": results.lowlabel_acc("10pct", "linear", 1),
-        "pct1_finetune_top1": results.lowlabel_acc("1pct", "finetune", 1),
-        "pct10_finetune_top1": results.lowlabel_acc("10pct", "finetune", 1),
+        **{
+            summary_key(fraction, classifier): results.lowlabel_acc(fraction, classifier, 1)
+            for classifier in ("linear", "finetune")
+            for fraction in FRACTIONS
+        },
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sslflow import paths
 from sslflow.atomic import atomic_dir, write_json
-from sslflow.report.ablation import Experiment, ablation_figures
+from sslflow.report.ablation import AblationFigure, ExperimentsRead, ablation_figures, experiments_line
 from sslflow.report.collect import MethodResults, ordered, read_results, summary_row
 from sslflow.report.plots import (
     LIVE_DIR,
@@ -42,23 +42,40 @@ labels, an upper reference rather than a 1% / 10% result.
 
 
 def report_markdown(
-    results: list[MethodResults], figures: list[tuple[str, str]], ablations: list[tuple[str, str]]
+    results: list[MethodResults],
+    figures: list[tuple[str, str]],
+    ablations: list[AblationFigure],
+    ablation_line: str,
 ) -> str:
-    """The whole report.md: intro, both tables, then the figures (paths relative to reports/)."""
-    parts = [INTRO, LINEAR_TEXT, linear_table(results), LOWLABEL_TEXT, lowlabel_table(results)]
+    """The whole report.md: intro, both tables, the figures (paths relative to reports/), the ablations."""
+    parts = [tables_markdown(results)]
     if figures:
         parts.append("## Plots\n\n" + "\n".join(f"![{caption}]({name})\n" for caption, name in figures))
-    if ablations:
-        parts.append(
-            "## Ablations\n\nFrom the `dvc exp` runs, each against the baseline commit:\n\n"
-            + "\n".join(f"![{caption}]({name})\n" for caption, name in ablations)
-        )
+    parts.append("## Ablations\n\n" + ablation_line + "\n")
+    for figure in ablations:
+        parts.append(f"![{figure.caption}](plots/{figure.file})\n\n" + ablation_table(figure))
     return "\n".join(parts)
+
+
+def tables_markdown(results: list[MethodResults]) -> str:
+    """The report's text and tables without its figures: what a page without reports/'s images shows
+    (Prefect's UI)."""
+    return "\n".join([INTRO, LINEAR_TEXT, linear_table(results), LOWLABEL_TEXT, lowlabel_table(results)])
+
+
+def ablation_table(figure: AblationFigure) -> str:
+    """The numbers a figure plots, from `dvc exp show` (linear top-1 on val)."""
+    lines = [f"| {figure.line_name} | {figure.x_name} | linear top-1 (%) |", "|:--|--:|--:|"]
+    lines += [
+        f"| {line} | {x:g} | {100 * top1:.1f} |" if isinstance(x, float) else f"| {line} | {x} | {100 * top1:.1f} |"
+        for line, x, top1 in figure.points
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def build_report(
     methods: list[str],
-    experiments: list[Experiment],
+    experiments: ExperimentsRead,
     *,
     metrics_dir: Path = paths.METRICS,
     live_dir: Path = LIVE_DIR,
@@ -85,7 +102,8 @@ def build_report(
             figures.append(("Pretraining curves", "plots/training_curves.png"))
         if draw_views is not None:
             figures += [(caption, f"augment/{name}") for caption, name in draw_views(tmp / "augment")]
-        drawn = ablation_figures(experiments, tmp / "plots") if experiments else []
-        ablations = [(caption, f"plots/{name}") for caption, name in drawn]
-        (tmp / "report.md").write_text(report_markdown(results, figures, ablations))
+        drawn = ablation_figures(experiments.experiments, tmp / "plots")
+        line = experiments_line(experiments, len(drawn))
+        (tmp / "report.md").write_text(report_markdown(results, figures, drawn, line))
+    print(f"{dest / 'report.md'}: ablations: {line}")
     return rows

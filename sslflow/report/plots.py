@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sslflow.atomic import atomic_file, atomic_path  # noqa: E402
+from sslflow.data.fractions import NAMES as FRACTIONS  # noqa: E402
+from sslflow.data.fractions import summary_key  # noqa: E402
 from sslflow.report.collect import MethodResults  # noqa: E402
 from sslflow.report.tables import display_name  # noqa: E402
 
@@ -103,12 +105,9 @@ def accuracy_figure(results: list[MethodResults], dest: Path) -> None:
     """Top-1 per method with 100%, 10% and 1% of the labels (linear probes); methods without any are left out."""
     results = [r for r in results if any(v is not None for v in _fraction_top1(r))]
     labels = [display_name(r.method) for r in results][::-1]
-    by_fraction = list(zip(*[_fraction_top1(r) for r in results][::-1])) or [(), (), ()]
-    series = [
-        ("100% labels", by_fraction[0], "tab:blue"),
-        ("10% labels", by_fraction[1], "tab:green"),
-        ("1% labels", by_fraction[2], "tab:orange"),
-    ]
+    by_fraction = list(zip(*[_fraction_top1(r) for r in results][::-1])) or [()] * (1 + len(FRACTIONS))
+    names = ["100% labels", *(f"{f.removesuffix('pct')}% labels" for f in reversed(FRACTIONS))]
+    series = list(zip(names, by_fraction, ("tab:blue", "tab:green", "tab:orange"), strict=False))
     height = 0.26
     fig, ax = plt.subplots(figsize=(7.5, 0.65 * len(labels) + 1.4))
     for i, (name, values, color) in enumerate(series):
@@ -128,15 +127,15 @@ def accuracy_figure(results: list[MethodResults], dest: Path) -> None:
     save(fig, dest)
 
 
-def _fraction_top1(r: MethodResults) -> tuple[float | None, float | None, float | None]:
-    """Linear top-1 with 100%, 10% and 1% of the labels."""
-    return r.linear_acc(1), r.lowlabel_acc("10pct", "linear", 1), r.lowlabel_acc("1pct", "linear", 1)
+def _fraction_top1(r: MethodResults) -> tuple[float | None, ...]:
+    """Linear top-1 with all the labels, then with each fraction from the largest."""
+    return (r.linear_acc(1), *(r.lowlabel_acc(f, "linear", 1) for f in reversed(FRACTIONS)))
 
 
 def write_accuracy_table(results: list[MethodResults], dest: Path) -> None:
     """reports/accuracy.tsv (method, top-1 per label fraction): a bar chart in `dvc plots show`."""
     with atomic_file(dest, "w") as fh:
-        fh.write("method\tlinear_top1\tpct10_top1\tpct1_top1\n")
+        fh.write("\t".join(["method", "linear_top1", *(summary_key(f) for f in reversed(FRACTIONS))]) + "\n")
         for r in results:
             cells = _fraction_top1(r)
             if all(v is None for v in cells):

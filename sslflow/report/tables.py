@@ -12,24 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sslflow.report.collect import CONTROLS, FRACTIONS, MethodResults
+from sslflow.report.collect import FRACTIONS, MethodResults, is_control
 
-NAMES = {
-    "simclr": "SimCLR",
-    "simclr_v2": "SimCLRv2",
-    "rotation": "Rotation",
-    "relpos": "Relative position",
-    "exemplar": "Exemplar (surrogate classes)",
-    "supervised": "Supervised",
-    "random_init": "Random init (untrained)",
-    "raw_pixels": "Raw pixels",
-}
 LINEAR_HEADER = ("Method", "Architecture", "Param (M)", "Top 1", "Top 5")
 LOWLABEL_HEADER = ("Method", "Architecture", "Top 1, 1%", "Top 1, 10%", "Top 5, 1%", "Top 5, 10%")
 
 
 def display_name(method: str) -> str:
-    return NAMES.get(method, method)
+    """The label the method's module declares (sslflow.methods), or the name itself."""
+    from sslflow.methods.registry import label
+
+    return label(method)
 
 
 def pct(value: float | None) -> str:
@@ -37,9 +30,12 @@ def pct(value: float | None) -> str:
 
 
 def params_m(value: float | None) -> str:
+    """Millions of backbone parameters: whole millions from 10 M up, as the papers print them (ResNet-50: 24)."""
     if value is None:
         return "-"
-    return "0" if value == 0 else f"{value:.2f}"
+    if value == 0:
+        return "0"
+    return f"{value:.0f}" if value >= 10 else f"{value:.2f}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> str:
@@ -54,8 +50,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric
 
 
 def _grouped(methods: list[MethodResults]) -> list[tuple[str, list[MethodResults]]]:
-    learned = [r for r in methods if r.method not in CONTROLS]
-    controls = [r for r in methods if r.method in CONTROLS]
+    learned = [r for r in methods if not is_control(r.method)]
+    controls = [r for r in methods if is_control(r.method)]
     return [(label, rows) for label, rows in (("Self-supervised methods:", learned), ("Controls:", controls)) if rows]
 
 

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import argparse
 import time
-import typing
 
 import numpy as np
 
 from sslflow import paths
+from sslflow.methods.registry import names
 from sslflow.params import Params
-from sslflow.train.config import MethodName
 
 SPLITS = ("train", "val")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, choices=typing.get_args(MethodName), help="whose encoder to run")
+    parser.add_argument("--method", required=True, choices=names(), help="whose encoder to run")
 
 
 def run(params: Params, method: str) -> dict[str, int]:
@@ -33,11 +32,12 @@ def run(params: Params, method: str) -> dict[str, int]:
     from sslflow.eval.device import default_device
     from sslflow.eval.features import FeatureSet, extract, save_features
     from sslflow.models.encoder import load_encoder, read_encoder
+    from sslflow.models.heads import head_layers_to_keep
 
     cfg = params.eval.extract
     device = default_device()
     encoder_path = paths.encoder(method)
-    head_layers = usable_head_layers(cfg.head_layers, read_encoder(encoder_path).get("head_cfg"))
+    head_layers = head_layers_to_keep(cfg.head_layers, read_encoder(encoder_path).get("head_cfg"))
     encoder, info = load_encoder(encoder_path, head_layers=head_layers, device=device)
     if info["image_size"] != params.augment.size:
         raise UserError(
@@ -87,15 +87,3 @@ def run(params: Params, method: str) -> dict[str, int]:
         f"{paths.FEATURES / method}: train {rows['train']} x {dim}, val {rows['val']} x {dim}{where} on {device} ({took:.1f} s)"
     )
     return rows
-
-
-def usable_head_layers(requested: int, head_cfg: dict | None) -> int:
-    """eval.extract.head_layers where the encoder's projection head has that many hidden layers, else 0.
-
-    One setting serves every method: with head_layers 1, SimCLRv2 (3-layer head) and
-    SimCLR (2-layer head) give their first head layer, methods without a head their
-    backbone output.
-    """
-    if not requested or not head_cfg or head_cfg["layers"] <= requested:
-        return 0
-    return requested

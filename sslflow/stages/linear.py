@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import time
-import typing
 
 from sslflow import paths
+from sslflow.methods.registry import names
 from sslflow.params import Params
-from sslflow.train.config import MethodName
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, choices=typing.get_args(MethodName), help="whose features to probe")
+    parser.add_argument("--method", required=True, choices=names(), help="whose features to probe")
 
 
 def run(params: Params, method: str) -> dict:
@@ -24,6 +23,7 @@ def run(params: Params, method: str) -> dict:
     from sslflow.atomic import write_json
     from sslflow.eval.inputs import method_features, num_classes
     from sslflow.eval.linear_probe import probe_with
+    from sslflow.testpoints import pause_point
 
     start = time.perf_counter()
     train, val = method_features(method)
@@ -37,6 +37,7 @@ def run(params: Params, method: str) -> dict:
         seed=params.seed,
     )
     metrics = {**result.metrics(), "backbone": train.backbone, "params_m": train.params_m}
+    pause_point("linear.probed")
     write_json(paths.metrics(method, "linear"), metrics)
     took = time.perf_counter() - start
     print(

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import time
-import typing
 
 from sslflow import paths
+from sslflow.methods.registry import names
 from sslflow.params import Params
-from sslflow.train.config import MethodName
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--method", required=True, choices=typing.get_args(MethodName), help="whose encoder to evaluate"
-    )
+    parser.add_argument("--method", required=True, choices=names(), help="whose encoder to evaluate")
 
 
 def run(params: Params, method: str) -> dict:
@@ -33,6 +30,7 @@ def run(params: Params, method: str) -> dict:
     from sslflow.eval.device import default_device
     from sslflow.eval.inputs import method_features, num_classes
     from sslflow.eval.lowlabel import evaluate_fraction
+    from sslflow.testpoints import pause_point
 
     device = default_device()
     check_shard_sizes(load_manifest(paths.SHARDS), paths.SHARDS)  # fine-tuning reads the shards
@@ -45,6 +43,7 @@ def run(params: Params, method: str) -> dict:
         keys = read_subset(fraction, paths.SHARDS)
         metrics[fraction] = evaluate_fraction(params, method, fraction, keys, train, val, n_classes, device)
         print(f"{method} {fraction}: {_describe(metrics[fraction])} ({time.perf_counter() - start:.1f} s)")
+        pause_point("lowlabel.fraction", len(metrics))
     write_json(paths.metrics(method, "lowlabel"), metrics)
     return metrics
 

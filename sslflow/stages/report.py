@@ -19,14 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(params: Params, no_experiments: bool = False) -> list[dict]:
     """Build reports/ atomically from the metrics of params.pretrain.methods; return summary.json's rows."""
-    from sslflow.report.ablation import gather_experiments
+    from sslflow.report.ablation import ExperimentsRead, gather_experiments
     from sslflow.report.document import build_report
 
-    experiments = [] if no_experiments else gather_experiments(".")
+    experiments = ExperimentsRead([], "not read (--no-experiments)") if no_experiments else gather_experiments(".")
     rows = build_report(
         list(params.pretrain.methods), experiments, draw_views=lambda folder: draw_views(params, folder)
     )
-    print(f"{paths.REPORTS / 'report.md'}: {len(rows)} rows, {len(experiments)} experiment(s) read")
+    print(f"{paths.REPORTS / 'report.md'}: {len(rows)} rows, {len(experiments.experiments)} experiment(s) read")
     return rows
 
 

@@ -1,6 +1,6 @@
-"""The `train` (the shared loop) and `pretrain` (the methods) sections of params.yaml.
+"""The `train` section of params.yaml (the shared loop), and what every method's `pretrain.<method>` section may override.
 
-Each method's section may override the loop's schedule keys (epochs,
+Each method's section (declared beside the method, sslflow/methods/) may override the loop's schedule keys (epochs,
 max_steps, batch_size, optimizer, lr, weight_decay, warmup_epochs): the methods share one
 loop but not one budget. dvc.yaml makes each pretrain stage depend on
 `pretrain.<method>`, so every method has a section, even an empty one.
@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
+from sslflow.data.fractions import NAMES, FractionName
 from sslflow.section import Section
 
 Optimizer = Literal["lars", "sgd", "adamw"]
-MethodName = Literal["simclr", "simclr_v2", "rotation", "relpos", "exemplar", "supervised", "random_init", "raw_pixels"]
-CONTROLS = ("random_init", "raw_pixels")  # nothing to train
 
 
 class KnnCfg(Section):
@@ -24,7 +23,7 @@ class KnnCfg(Section):
 
     k: int = Field(20, gt=0)
     temperature: float = Field(0.07, gt=0, description="neighbour weight exp(sim / t)")
-    train_subset: Literal["1pct", "10pct"] = Field("1pct", description="the labelled memory bank")
+    train_subset: FractionName = Field(NAMES[0], description="the labelled memory bank")
     val_samples: int = Field(1000, gt=0, description="val images classified (the first ones in shard order)")
     every_epochs: int = Field(1, ge=0, description="0 = only at the end")
 
@@ -65,60 +64,7 @@ class Overrides(Section):
     warmup_epochs: float | None = Field(None, ge=0)
 
 
-class SimCLRCfg(Overrides):
-    temperature: float = Field(0.5, gt=0)
-    proj_dim: int = Field(128, gt=0, description="output of the projection head")
-    proj_hidden: int = Field(0, ge=0, description="hidden width; 0 = the backbone's feature width")
-    proj_layers: int = Field(2, ge=1, le=4, description="2 = SimCLR v1, 3 = SimCLRv2")
-    queue_size: int = Field(0, ge=0, description="SimCLRv2 memory bank: negatives kept from earlier steps; 0 = off")
-    momentum: float = Field(0.99, ge=0, lt=1, description="EMA of the momentum encoder (with a queue)")
-
-
-class SimCLRv2Cfg(SimCLRCfg):
-    proj_layers: int = Field(3, ge=1, le=4)
-
-
-class RotationCfg(Overrides):
-    hidden: int = Field(0, ge=0, description="hidden width of the 4-way head; 0 = linear")
-
-
-class RelPosCfg(Overrides):
-    hidden: int = Field(512, gt=0, description="hidden width of the late-fusion MLP")
-
-
-class ExemplarCfg(Overrides):
-    pass
-
-
-class SupervisedCfg(Overrides):
-    pass
-
-
-class ControlCfg(Section):
-    """random_init / raw_pixels train nothing; the section exists for dvc's per-method params."""
-
-
-class PretrainCfg(Section):
-    methods: list[MethodName] = ["simclr", "rotation", "relpos", "exemplar", "supervised", "random_init", "raw_pixels"]
-    simclr: SimCLRCfg = SimCLRCfg()
-    simclr_v2: SimCLRv2Cfg = SimCLRv2Cfg()
-    rotation: RotationCfg = RotationCfg()
-    relpos: RelPosCfg = RelPosCfg()
-    exemplar: ExemplarCfg = ExemplarCfg()
-    supervised: SupervisedCfg = SupervisedCfg()
-    random_init: ControlCfg = ControlCfg()
-    raw_pixels: ControlCfg = ControlCfg()
-
-    @field_validator("methods")
-    @classmethod
-    def _unique(cls, methods: list[str]) -> list[str]:
-        duplicates = sorted({m for m in methods if methods.count(m) > 1})
-        if duplicates:
-            raise ValueError(f"listed twice: {', '.join(duplicates)}")
-        return methods
-
-
-def method_train_cfg(train: TrainCfg, pretrain: PretrainCfg, method: str) -> TrainCfg:
+def method_train_cfg(train: TrainCfg, pretrain, method: str) -> TrainCfg:
     """The loop's settings for one method: `train` with the method's non-null overrides applied."""
     section = getattr(pretrain, method)
     fields = Overrides.model_fields if isinstance(section, Overrides) else {}

@@ -7,6 +7,7 @@ one process with no process group, so the same code serves a laptop and a cluste
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,13 @@ def world_size() -> int:
         return max(1, int(value))
     except ValueError:
         raise UserError(f"WORLD_SIZE={value!r}: not a number of processes") from None
+
+
+def quiet_other_ranks() -> None:
+    """Python warnings from rank 0 only: every rank runs the same code and would print the same
+    warning, N copies of it in a log; rank 0's copy says all there is to say."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        warnings.simplefilter("ignore")
 
 
 def init_distributed(device_preference: str = "auto") -> DistEnv:

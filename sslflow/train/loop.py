@@ -10,6 +10,7 @@ on CPU a resumed run ends with the weights of an uninterrupted one.
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -19,19 +20,21 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from sslflow import paths
 from sslflow.errors import UserError
 from sslflow.methods.base import Method
 from sslflow.methods.registry import build_method
+from sslflow.signals import TERMINATED_EXIT
+from sslflow.testpoints import pause_point
 from sslflow.train import distributed as ddp
 from sslflow.train.checkpoint import config_hash, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sslflow.train.config import TrainCfg, method_train_cfg
 from sslflow.train.monitor import Monitor
 from sslflow.train.optim import build_optimizer, build_scheduler, scaled_lr
+from sslflow.train.progress import Progress
 
-PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a scheduler expects from a pre-empted job
+PREEMPTED_EXIT = TERMINATED_EXIT  # what a scheduler expects from a pre-empted job (sslflow.signals)
 # train keys that change how a run is watched or executed, not what it computes: a checkpoint
 # written with other values of these still resumes
 OPERATIONAL = {"log_every", "checkpoint_every", "threads", "knn", "compile", "device"}
@@ -75,6 +78,7 @@ class Result:
 
 def pretrain(params, method: str, *, fresh: bool = False) -> Result | None:
     """Train `method` to the end (resuming from last.pt unless `fresh`); rank 0 gets the result, other ranks None."""
+    ddp.quiet_other_ranks()
     cfg = method_train_cfg(params.train, params.pretrain, method)
     # before joining the process group: every rank refuses the same bad batch at once instead
     # of some waiting in the rendezvous for ranks that have already exited
@@ -145,7 +149,9 @@ class Trainer:
             net = nn.parallel.DistributedDataParallel(
                 net,
                 device_ids=[self.device] if self.device.type == "cuda" else None,
-                broadcast_buffers=not self.sync_bn,  # SyncBN keeps running stats equal already
+                # SyncBN keeps running stats equal already; at init they are equal on every rank
+                # anyway (same seed, same checkpoint), which DDP checks by broadcasting them once
+                forward_sync_buffers=not self.sync_bn,
             )
         if self.cfg.compile:
             net = torch.compile(net)
@@ -192,6 +198,7 @@ class Trainer:
             scheduler.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"])
             monitor.load_state(state["monitor"])
+            pause_point("pretrain.resumed", pos.global_step)
         net = self.wrap()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -219,15 +226,15 @@ class Trainer:
                 },
             )
 
-        bar = tqdm(
-            total=total_steps,
+        progress = Progress(
+            f"pretrain {self.name}",
+            total_steps,
+            log_every=self.cfg.log_every,
+            epochs=math.ceil(total_steps / self.steps_per_epoch),
             initial=pos.global_step,
-            desc=f"pretrain {self.name}",
-            unit="step",
-            disable=None if self.env.is_main else True,
-            dynamic_ncols=True,
+            enabled=self.env.is_main,
         )
-        with StopRequest() as stop, bar:
+        with StopRequest() as stop, progress:
             while pos.global_step < total_steps:
                 if loader is None:
                     loader = self.loader(pos.epoch, pos.step_in_epoch)
@@ -237,12 +244,13 @@ class Trainer:
                     pos.step_in_epoch += 1
                     pos.global_step += 1
                     monitor.update(loss, metrics, images)
-                    bar.update()
+                    progress.advance()
                     if pos.global_step % self.cfg.log_every == 0 or self.step_ends_epoch(pos.global_step):
-                        bar.set_postfix(monitor.log(pos.global_step, scheduler.get_last_lr()[0]), refresh=False)
+                        self.report(progress, monitor, pos, scheduler.get_last_lr()[0])
                     if pos.global_step % self.cfg.checkpoint_every == 0:
                         monitor.pause()
                         checkpoint()
+                        pause_point("pretrain.checkpoint", pos.global_step)
                         monitor.resume()
                     if self._should_stop(stop, pos):
                         checkpoint()
@@ -263,6 +271,12 @@ class Trainer:
         summary = monitor.summary(pos.global_step)
         monitor.close()
         return summary
+
+    def report(self, progress: Progress, monitor: Monitor, pos: Position, lr: float) -> None:
+        """Close the monitor's window (curves) and show its numbers at this step."""
+        numbers = monitor.log(pos.global_step, lr)
+        if numbers:
+            progress.log(pos.global_step, epoch=pos.epoch + 1, **numbers)
 
     def step_ends_epoch(self, global_step: int) -> bool:
         """The last step of an epoch, or of a run that max_steps cuts short."""

@@ -18,6 +18,7 @@ from sslflow import paths
 from sslflow.models.backbone import count_params_m, describe
 from sslflow.train import distributed as ddp
 from sslflow.train.knn import extract_features, knn_top1
+from sslflow.train.summary import pretrain_summary
 
 LIVE_DIR = "dvclive"
 
@@ -70,7 +71,8 @@ class Monitor:
         w["images"] += images * self.trainer.env.world_size
 
     def log(self, step: int, lr: float) -> dict:
-        """Close the window: host sync, curves to dvclive, numbers for the progress bar."""
+        """Close the window: host sync, curves to dvclive; the window's numbers, for the progress report
+        (empty when no step ran since the last log point)."""
         w = self._window
         if not w["steps"]:
             return {}
@@ -87,7 +89,7 @@ class Monitor:
             for name, value in (("loss", loss), ("pretext_acc", acc), ("lr", lr), ("images_per_s", rate)):
                 self.live.log_metric(f"train/{name}", value)
             self.live.make_summary()
-        return {"loss": f"{loss:.3f}", "acc": f"{acc:.3f}", "img/s": f"{rate:.0f}"}
+        return {"loss": loss, "acc": acc, "lr": lr, "images_per_s": rate}
 
     # ---- kNN --------------------------------------------------------------------------
 
@@ -153,20 +155,20 @@ class Monitor:
     def summary(self, global_step: int) -> dict:
         """metrics/<method>/pretrain.json."""
         t = self.trainer
-        return {
-            "method": t.name,
-            "backbone": describe(t.params.model),
-            "params_m": round(count_params_m(t.method.backbone), 4),
-            "epochs": round(global_step / t.steps_per_epoch, 4),
-            "steps": global_step,
-            "global_batch": t.cfg.batch_size,
-            "world_size": t.env.world_size,
-            "final_loss": self.final_loss,
-            "final_pretext_acc": self.final_acc,  # SimCLR: the positive ranked first among 2N-1
-            "knn_top1": self.knn_top1,
-            "images_per_s": self.train_images / self.train_seconds if self.train_seconds else math.nan,
-            "wall_s": round(self.wall_before + time.perf_counter() - self.started, 2),
-        }
+        return pretrain_summary(
+            method=t.name,
+            backbone=describe(t.params.model),
+            params_m=count_params_m(t.method.backbone),
+            epochs=global_step / t.steps_per_epoch,
+            steps=global_step,
+            global_batch=t.cfg.batch_size,
+            world_size=t.env.world_size,
+            final_loss=self.final_loss,
+            final_pretext_acc=self.final_acc,
+            knn_top1=self.knn_top1,
+            images_per_s=self.train_images / self.train_seconds if self.train_seconds else math.nan,
+            wall_s=self.wall_before + time.perf_counter() - self.started,
+        )
 
     def close(self) -> None:
         if self.live is not None:

@@ -81,6 +81,7 @@ def test_cli_exits_2_with_one_line_and_writes_nothing(tmp_path):
         capture_output=True,
         text=True,
         env=env,
+        timeout=600,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

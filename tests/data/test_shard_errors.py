@@ -21,7 +21,7 @@ from sslflow.data.read import shard_files
 from sslflow.data.verify import verify_shards
 from tests.conftest import make_project, shard_in, write_idx
 from tests.data.imagetrees import jpeg_bytes, make_imagefolder, make_imagenet, png_bytes, write
-from tests.processes import default_sigint
+from tests.processes import default_sigint, process_state
 
 SSLFLOW = str(Path(sys.executable).with_name("sslflow"))
 FOLDER = {"layout": "imagefolder", "class_names": None}
@@ -81,12 +81,17 @@ def test_bad_image_is_refused(tmp_path, damage):
     assert_refused(project, f"{path}: {reason}")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_file_is_refused(tmp_path):
     root, project = folder_project(tmp_path)
     path = write(root / "train/cat/locked.jpg", jpeg_bytes(1))
     path.chmod(0)
-    assert_refused(project, f"{path}: cannot read \\(Permission denied\\)")
+    # root reads files whatever their mode: its shard runs without the capabilities that allow it
+    unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    result = subprocess.run([*unprivileged, SSLFLOW, "shard"], cwd=project, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert re.search(f"{path}: cannot read \\(Permission denied\\)", line), line
+    assert not (project / "data/shards").exists()
 
 
 def test_skip_lists_bad_images_in_manifest(tmp_path):
@@ -182,16 +187,25 @@ def test_failed_run_keeps_previous_shards(tmp_path):
 
 @pytest.mark.slow
 def test_interrupt_leaves_nothing_behind(tmp_path):
-    """Ctrl-C while the workers write: exit 130, no shard directory and no temp directory."""
+    """Ctrl-C while the workers write (after the first finished tar): exit 130, no shard directory, no temp directory."""
     project = make_project(tmp_path / "p", {"workers": 2})  # the full Fashion-MNIST: seconds of work
-    process = subprocess.Popen(
-        [SSLFLOW, "shard"], cwd=project, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
-    )
-    deadline = time.monotonic() + 60
-    while not list((project / "data").glob(".shards.tmp-*/train/shard-*.tar")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    env = {**os.environ, "SSLFLOW_PAUSE_AT": "shard.written:1"}
+    with open(tmp_path / "err", "w") as err:
+        process = subprocess.Popen([SSLFLOW, "shard"], cwd=project, env=env, stderr=err, preexec_fn=default_sigint)
+    try:
+        deadline = time.monotonic() + 300
+        while process_state(process.pid) != "T":  # stopped itself at the test point
+            assert process.poll() is None, (tmp_path / "err").read_text()
+            assert time.monotonic() < deadline, "the shard stage never reached its first finished tar"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGCONT)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    stderr = (tmp_path / "err").read_text()
     assert process.returncode == 130, stderr
     assert "sslflow shard: interrupted" in stderr
     assert list((project / "data").iterdir()) == []

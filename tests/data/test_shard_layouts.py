@@ -68,7 +68,10 @@ def test_index_of_jpg_and_png_shards_equals_wds2idx(tmp_path):
         for tar in shard_files(project / "data/shards", split):
             out = tmp_path / f"{split}-{tar.stem}.idx"
             subprocess.run(
-                [str(Path(sys.executable).with_name("wds2idx")), str(tar), str(out)], check=True, capture_output=True
+                [str(Path(sys.executable).with_name("wds2idx")), str(tar), str(out)],
+                check=True,
+                capture_output=True,
+                timeout=600,
             )
             assert tar.with_suffix(".idx").read_bytes() == out.read_bytes()
 

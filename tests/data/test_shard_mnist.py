@@ -121,7 +121,10 @@ def test_index_equals_wds2idx(tiny_project, tmp_path):
     ):
         out = tmp_path / (tar.parent.name + tar.stem + ".idx")
         subprocess.run(
-            [str(Path(sys.executable).with_name("wds2idx")), str(tar), str(out)], check=True, capture_output=True
+            [str(Path(sys.executable).with_name("wds2idx")), str(tar), str(out)],
+            check=True,
+            capture_output=True,
+            timeout=600,
         )
         assert tar.with_suffix(".idx").read_bytes() == out.read_bytes()
 

@@ -79,6 +79,7 @@ def test_stale_features_are_refused_with_exit_code_2(tmp_path, tiny_project, eva
         cwd=project,
         capture_output=True,
         text=True,
+        timeout=600,
     )
     assert done.returncode == 2
     assert done.stderr.startswith(

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from sslflow.report.ablation import ablation_figures, augmentation_pairs, parse_exp_show, sweep
+from sslflow.report.ablation import (
+    ExperimentsRead,
+    ablation_figures,
+    augmentation_pairs,
+    experiments_line,
+    gather_experiments,
+    parse_exp_show,
+    sweep,
+)
 from sslflow.report.collect import ordered, read_results, summary_row
 from sslflow.report.tables import linear_table, lowlabel_table
 
@@ -252,7 +260,7 @@ def test_exp_show_rows_become_sweeps():
 
 def test_ablation_figures_are_drawn(tmp_path):
     drawn = ablation_figures(parse_exp_show(exp_show_rows()), tmp_path)
-    names = [name for _, name in drawn]
+    names = [figure.file for figure in drawn]
     assert names == [
         "ablation_batch_size.png",
         "ablation_proj_dim.png",
@@ -264,6 +272,29 @@ def test_ablation_figures_are_drawn(tmp_path):
     assert ablation_figures(parse_exp_show([exp_show_rows()[1] | {"experiments": None}]), tmp_path / "none") == []
 
 
+def test_unreadable_experiments_are_said_not_dropped(tmp_path):
+    """Outside a DVC repository `dvc exp show` fails: the report's line says so, with DVC's reason."""
+    read = gather_experiments(tmp_path)
+    assert read.experiments == [] and read.problem.startswith("`dvc exp show` failed: ")
+    assert "not inside of a DVC repository" in read.problem
+    assert experiments_line(read, 0).startswith("No ablation figure: `dvc exp show` failed: ")
+
+
+def test_experiments_without_metrics_are_counted():
+    rows = exp_show_rows()
+    blind = json.loads(json.dumps(rows))  # every experiment's metrics gone, as when metrics/ is not committed
+    for exp in blind[1]["experiments"]:
+        for rev in exp["revs"]:
+            rev["data"]["metrics"] = {}
+    experiments = parse_exp_show(blind)
+    line = experiments_line(ExperimentsRead(experiments), 0)
+    runs = sum(not e.baseline for e in experiments)
+    assert line.startswith(f"{runs} experiment(s) read, 0 figure(s) drawn. {runs} carry no simclr linear top-1")
+    assert experiments_line(ExperimentsRead(parse_exp_show(rows)), 4) == (
+        f"{runs} experiment(s) read, 4 figure(s) drawn. 1 carry no simclr linear top-1 (`dvc exp show` prints `!`): e10."
+    )
+
+
 # ----------------------------------------------------------------------------- DVC reads the outputs
 
 
@@ -272,7 +303,7 @@ def test_dvc_metrics_and_plots_show_read_the_outputs(tmp_path, monkeypatch, tiny
     from sslflow.stages import report
 
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, timeout=600)
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     write_metrics(tmp_path)
@@ -283,7 +314,11 @@ def test_dvc_metrics_and_plots_show_read_the_outputs(tmp_path, monkeypatch, tiny
 
     def dvc(*args: str) -> dict:
         done = subprocess.run(
-            [sys.executable, "-m", "dvc", *args, "--json"], capture_output=True, text=True, check=True
+            [sys.executable, "-m", "dvc", *args, "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
         )
         return json.loads(done.stdout)
 

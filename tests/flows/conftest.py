@@ -45,4 +45,14 @@ def git_dvc_init(root: Path) -> None:
         [sys.executable, "-m", "dvc", "init", "-q"],
         [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
     ):
-        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True, timeout=600)
+
+
+def flow_artifacts(flow_run_id) -> dict:
+    """A flow run's artifacts by key, read back from the Prefect API (as the UI reads them)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    where = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    with get_client(sync_client=True) as client:
+        return {artifact.key: artifact for artifact in client.read_artifacts(artifact_filter=where)}

@@ -64,3 +64,43 @@ def write_param_project(root):
         }
     }
     (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
+
+
+def write_pretrain_project(root):
+    """One `pretrain@rotation` stage that speaks as sslflow's does: a progress line on stdout (not flushed:
+    the flow must run it unbuffered), then it waits until the flow has shown that line (the test drops
+    `ack` when the line reaches Prefect's task log), a last line, metrics/rotation/pretrain.json."""
+    (root / "train.py").write_text(
+        textwrap.dedent(
+            """\
+            import json, pathlib, sys, time
+            method = sys.argv[1]
+            print(f"pretrain {method}: step 1/2  epoch 1/1  loss 1.5000  acc 25.0%  lr 0.1  10 img/s  eta 0:01")
+            for _ in range(12000):  # the test answers at once; two minutes is only a bound for a broken flow
+                if pathlib.Path("ack").exists():
+                    break
+                time.sleep(0.01)
+            else:
+                sys.exit(f"pretrain {method}: the first line never reached the flow's log while the stage ran")
+            print(f"pretrain {method}: step 2/2  epoch 1/1  loss 1.2500  acc 50.0%  lr 0  10 img/s  eta 0:00")
+            out = pathlib.Path(f"metrics/{method}/pretrain.json")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"method": method, "steps": 2, "final_loss": 1.25}))
+            """
+        )
+    )
+    (root / "params.yaml").write_text(yaml.safe_dump({"launch": {"concurrency": 1, "retries": 0}}))
+    dvc_yaml = {
+        "stages": {
+            "pretrain": {
+                "foreach": ["rotation"],
+                "do": {
+                    "cmd": f"{PY} train.py ${{item}}",
+                    "deps": ["train.py"],
+                    "metrics": [{"metrics/${item}/pretrain.json": {"cache": False}}],
+                },
+            }
+        }
+    }
+    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
+    (root / ".gitignore").write_text("ack\n")

@@ -2,6 +2,7 @@
 fail with the stage's own error, resume from the failed stage."""
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -9,9 +10,9 @@ import pytest
 
 from sslflow import flows
 from sslflow.launch import LaunchCfg, stage_command
-from tests.flows.conftest import git_dvc_init
+from tests.flows.conftest import flow_artifacts, git_dvc_init
 from tests.flows.projects import runs_log as _runs
-from tests.flows.projects import write_param_project
+from tests.flows.projects import write_param_project, write_pretrain_project
 from tests.flows.projects import write_project as _write_project
 
 PY = sys.executable
@@ -63,14 +64,16 @@ def test_pipeline_runs_graph_then_skips_everything(tmp_path, monkeypatch):
     first = flows.pipeline()
     assert first == {"make": "ran", "left": "ran", "right": "ran", "join": "ran"}
     assert (tmp_path / "d.txt").read_text() == "make\nleft\nmake\nright\njoin\n"
-    status = subprocess.run([PY, "-m", "dvc", "status", "--json"], capture_output=True, text=True, check=True)
+    status = subprocess.run(
+        [PY, "-m", "dvc", "status", "--json"], capture_output=True, text=True, check=True, timeout=600
+    )
     assert json.loads(status.stdout) == {}, "the flow recorded every stage in dvc.lock"
 
     second = flows.pipeline()
     assert set(second.values()) == {"skipped"}
     assert _runs(tmp_path) == ["join", "left", "make", "right"], "nothing ran twice"
 
-    repro = subprocess.run([PY, "-m", "dvc", "repro"], capture_output=True, text=True, check=True)
+    repro = subprocess.run([PY, "-m", "dvc", "repro"], capture_output=True, text=True, check=True, timeout=600)
     assert _runs(tmp_path) == ["join", "left", "make", "right"], repro.stdout
 
 
@@ -92,16 +95,69 @@ def test_failed_stage_fails_flow_with_its_error_and_rerun_resumes(tmp_path, monk
 def test_sweep_runs_one_experiment_per_point(tmp_path, monkeypatch):
     git_dvc_init(tmp_path)
     write_param_project(tmp_path)
-    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
-    subprocess.run(["git", "commit", "-qm", "toy"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True, timeout=600)
+    subprocess.run(["git", "commit", "-qm", "toy"], cwd=tmp_path, check=True, timeout=600)
     monkeypatch.chdir(tmp_path)
 
-    rows = flows.sweep(grid={"toy.x": [2, 3]}, name="x")
+    state = flows.sweep(grid={"toy.x": [2, 3]}, name="x", return_state=True)
+    rows = state.result()
 
     by_name = {row["name"]: row for row in rows}
     assert set(by_name) == {"x-2", "x-3"}
     for name, x in (("x-2", 2), ("x-3", 3)):
         assert by_name[name]["params"]["params.yaml"]["toy"] == {"x": x, "y": 10}
         assert by_name[name]["metrics"]["score.json"] == {"score": x * 10}
-    shown = subprocess.run([PY, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        [PY, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True, timeout=600
+    )
     assert "x-2" in shown.stdout and "x-3" in shown.stdout
+    # the experiments' table, as Prefect's UI shows it
+    table = flow_artifacts(state.state_details.flow_run_id)["sweep-x"]
+    assert table.type == "table"
+    assert sorted(json.loads(table.data), key=lambda row: row["experiment"]) == [
+        {"experiment": "x-2", "toy.x": 2, "score.json score": 20},
+        {"experiment": "x-3", "toy.x": 3, "score.json score": 30},
+    ]
+
+
+class _Ack(logging.Handler):
+    """Drops `ack` in the project when the stage's first progress line reaches the task's log."""
+
+    def __init__(self, path):
+        super().__init__(logging.INFO)
+        self.path = path
+
+    def emit(self, record):
+        if record.getMessage().startswith("pretrain rotation: step 1/2"):
+            self.path.touch()
+
+
+def test_pretrain_stage_streams_its_lines_and_publishes_progress_and_metrics(tmp_path, monkeypatch, caplog):
+    """The stage waits, mid-run, until its first line is in the task's log: a flow that showed a stage's
+    output only at the end would fail it. Its progress and final metrics become artifacts of the run."""
+    from prefect.logging.handlers import APILogWorker
+
+    git_dvc_init(tmp_path)
+    write_pretrain_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # as on a worker: the flow must see to it
+    caplog.set_level(logging.INFO, logger="prefect.task_runs")
+    ack = _Ack(tmp_path / "ack")
+    logging.getLogger("prefect.task_runs").addHandler(ack)
+    try:
+        state = flows.pipeline(return_state=True)
+    finally:
+        logging.getLogger("prefect.task_runs").removeHandler(ack)
+        APILogWorker.drain_all(timeout=30)  # INFO records travel to the server, which stops with the session
+    assert state.result() == {"pretrain@rotation": "ran"}
+
+    artifacts = flow_artifacts(state.state_details.flow_run_id)
+    assert set(artifacts) == {"pretrain-rotation-progress", "pretrain-rotation"}
+    progress = artifacts["pretrain-rotation-progress"]
+    assert progress.type == "progress" and float(progress.data) == 100.0
+    assert progress.description == "pretrain rotation: step 2/2"
+    metrics = artifacts["pretrain-rotation"]
+    assert metrics.type == "table" and json.loads(metrics.data) == [
+        json.loads((tmp_path / "metrics/rotation/pretrain.json").read_text())
+    ]
+    assert progress.task_run_id == metrics.task_run_id is not None

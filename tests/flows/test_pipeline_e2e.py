@@ -20,12 +20,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from sslflow import flows
 from tests.conftest import REPO, cut_fashion_mnist
-from tests.flows.conftest import git_dvc_init
+from tests.flows.conftest import flow_artifacts, git_dvc_init
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,7 @@ def _params() -> dict:
     params["pretrain"]["methods"] = METHODS
     params["pretrain"]["rotation"].update(max_steps=2, batch_size=16)
     params["eval"]["extract"]["batch_size"] = 128
-    params["eval"]["linear"].update(l2_grid=[1.0e-3], max_iter=20)
+    params["eval"]["linear"].update(l2_grid=[1.0e-3], max_iter=300)  # converged: comparable with scikit-learn
     return params
 
 
@@ -60,13 +61,13 @@ def _make_project(root: Path, source: Path) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # dvclive (the pretrain stage's curves) fails in a git repository without a commit.
     for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
-        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True, timeout=600)
     return root
 
 
 def _dvc(root: Path, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(root)}  # the stages run the project's copy of sslflow
-    proc = subprocess.run([PY, "-m", "dvc", *args], cwd=root, capture_output=True, text=True, env=env)
+    proc = subprocess.run([PY, "-m", "dvc", *args], cwd=root, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, f"dvc {' '.join(args)}: {proc.stdout}{proc.stderr}"
     return proc.stdout
 
@@ -77,6 +78,26 @@ def _status(root: Path) -> dict:
 
 def _ran_by_repro(output: str) -> set[str]:
     return set(re.findall(r"^Running stage '([^']+)'", output, re.MULTILINE))
+
+
+KINDS = ("pretrain", "linear", "lowlabel")
+
+
+def pixel_logistic_regression(source: Path, l2: float) -> float:
+    """Val top-1 of scikit-learn's multinomial logistic regression on standardised raw pixels (C = 1 / (l2 n))."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tests.conftest import read_idx
+
+    def split(prefix: str):
+        images = read_idx(source / f"{prefix}-images-idx3-ubyte.gz")
+        return images.reshape(len(images), -1).astype(np.float64), read_idx(source / f"{prefix}-labels-idx1-ubyte.gz")
+
+    (x, y), (xv, yv) = split("train"), split("t10k")
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0 / (l2 * len(x)), max_iter=5000, tol=1e-8))
+    return float((model.fit(x, y).predict(xv) == yv).mean())
 
 
 def _sha(path: Path) -> str:
@@ -173,13 +194,20 @@ def test_pipeline_flow_matches_dvc_repro_and_reruns_nothing(tmp_path, source, re
     for m in METHODS:
         assert (root / f"models/{m}/encoder.pt").is_file()
         assert {p.name for p in (root / f"data/features/{m}").iterdir()} == {"train.npz", "val.npz"}
-        for kind in ("pretrain", "linear", "lowlabel"):
-            assert json.loads((root / f"metrics/{m}/{kind}.json").read_text())
+    metrics = {m: {k: json.loads((root / f"metrics/{m}/{k}.json").read_text()) for k in KINDS} for m in METHODS}
+    assert [metrics[m]["pretrain"]["steps"] for m in METHODS] == [2, 0, 0]  # rotation's 2 steps; controls train none
+    assert all(set(metrics[m]["lowlabel"]) == {"1pct", "10pct"} for m in METHODS)
+    # an independent computation: scikit-learn's logistic regression on the source's pixels, read from the
+    # idx files, at the L2 strength the stage reports (one value in the grid): within one val image of 100
+    assert metrics["raw_pixels"]["linear"]["l2"] == 1.0e-3
+    assert abs(metrics["raw_pixels"]["linear"]["top1"] - pixel_logistic_regression(source, 1.0e-3)) <= 0.01
     report = (root / "reports/report.md").read_text()
     assert all(f"| {row} |" in report for row in ("Rotation", "Random init (untrained)", "Raw pixels"))
     summary = json.loads((root / "reports/summary.json").read_text())
     assert [row["method"] for row in summary] == METHODS
-    assert all(0 <= row["linear_top1"] <= 1 and 0 <= row["pct10_top1"] <= 1 for row in summary)
+    for row in summary:  # the report's numbers are the stages' numbers
+        assert row["linear_top1"] == metrics[row["method"]]["linear"]["top1"]
+        assert row["pct10_top1"] == metrics[row["method"]]["lowlabel"]["10pct"]["linear_top1"]
     assert _status(root) == {"report": ["always changed"]}, "everything but the always-changed report is current"
 
     # Prefect's record: a run name with the methods, task names with stage and budget, the stages' own log lines
@@ -189,6 +217,22 @@ def test_pipeline_flow_matches_dvc_repro_and_reruns_nothing(tmp_path, source, re
     assert tasks["pretrain@rotation"].name == "pretrain@rotation (2 steps, batch 16, sgd lr 1)"
     assert "data/shards/train: 500 samples in 13 shards" in logs, "the shard stage's output reached Prefect"
     assert any(line.startswith("metrics/raw_pixels/linear.json: top-1") for line in logs)
+    pretrained = json.loads((root / "metrics/rotation/pretrain.json").read_text())
+    assert any(line.startswith("pretrain rotation: step 2/2  epoch 1/1  loss ") for line in logs), "progress"
+    assert any(line.startswith("pretrain rotation: models/rotation/encoder.pt  2 steps  loss ") for line in logs)
+
+    # Prefect's UI: the report's tables and each pretraining's progress and metrics, as artifacts of the run
+    artifacts = flow_artifacts(run_id)
+    tables = artifacts["sslflow-report"]
+    assert tables.type == "markdown" and report.startswith(tables.data + "\n## Plots"), "report.md without figures"
+    assert "| Rotation |" in tables.data and "| Raw pixels |" in tables.data
+    assert artifacts["sslflow-summary"].type == "table"
+    assert json.loads(artifacts["sslflow-summary"].data) == summary
+    assert float(artifacts["pretrain-rotation-progress"].data) == 100.0
+    for m in METHODS:
+        assert json.loads(artifacts[f"pretrain-{m.replace('_', '-')}"].data) == [
+            pretrained if m == "rotation" else json.loads((root / f"metrics/{m}/pretrain.json").read_text())
+        ]
 
     # a rerun executes nothing DVC calls current: only `report`, which dvc.yaml marks always_changed
     before = _mtimes(root)

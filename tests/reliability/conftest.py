@@ -19,14 +19,13 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from tests.processes import default_sigint  # noqa: E402
+from tests.processes import default_sigint, process_state  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SSLFLOW = str(BIN / "sslflow")
@@ -145,41 +144,28 @@ def interrupt(
     project: Path,
     args: list[str],
     sig: int,
-    ready: Callable[[], bool],
-    seed: str,
-    delay_s: tuple[float, float] = (0.0, 0.3),
+    pause_at: str,
     timeout: float = 180,
 ) -> Interrupted:
-    """Start `sslflow ARGS`, wait until `ready()` (work under way), sleep a seeded time in `delay_s`, send `sig`
-    (to the stopped process).
+    """Start `sslflow ARGS`, let it stop itself at the test point `pause_at` (sslflow.testpoints), then send
+    `sig` and continue it: the signal lands at that state, however fast or slow the machine.
 
     Output goes to files, not pipes: a worker orphaned by SIGKILL must not keep the test waiting on a pipe.
     """
     logs = project / f".logs-{sig}-{time.monotonic_ns()}"
     logs.mkdir()
+    env = {**ENV, "SSLFLOW_PAUSE_AT": pause_at}
     with open(logs / "out", "w") as out, open(logs / "err", "w") as err:
         proc = subprocess.Popen(
-            [SSLFLOW, *args], cwd=project, env=ENV, stdout=out, stderr=err, preexec_fn=default_sigint
+            [SSLFLOW, *args], cwd=project, env=env, stdout=out, stderr=err, preexec_fn=default_sigint
         )
     try:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"sslflow {' '.join(args)} ended (exit {proc.returncode}) before the signal:\n{(logs / 'err').read_text()[-3000:]}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(f"sslflow {' '.join(args)}: not ready in {timeout} s")
-            time.sleep(0.02)
-        time.sleep(random.Random(seed).uniform(*delay_s))
-        # Stopped first, so that a fast stage cannot finish between the check and the signal;
-        # a stopped process takes SIGKILL at once and the others when it continues.
-        proc.send_signal(signal.SIGSTOP)
-        assert proc.poll() is None, f"finished before the signal: {(logs / 'err').read_text()[-3000:]}"
+        wait_until_stopped([proc.pid], proc, f"sslflow {' '.join(args)} at {pause_at}", logs / "err", timeout)
         children = child_pids(proc.pid)
+        # a stopped process takes SIGKILL at once and the other signals when it continues
         proc.send_signal(sig)
         proc.send_signal(signal.SIGCONT)
-        proc.wait(timeout=120)
+        proc.wait(timeout=timeout)
         orphans = still_alive(children, within_s=5.0)
     finally:
         if proc.poll() is None:
@@ -188,6 +174,17 @@ def interrupt(
     result = Interrupted(proc.returncode, (logs / "out").read_text(), (logs / "err").read_text(), orphans)
     shutil.rmtree(logs)
     return result
+
+
+def wait_until_stopped(pids: list[int], proc: subprocess.Popen, what: str, log: Path, timeout: float) -> None:
+    """Poll until every pid is stopped (kernel state T); fail at once if `proc` ends, or after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not all(process_state(pid) == "T" for pid in pids):
+        if proc.poll() is not None:
+            pytest.fail(f"{what}: ended (exit {proc.returncode}) before reaching the point:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: did not reach the point in {timeout} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.02)
 
 
 def child_pids(pid: int) -> list[int]:
@@ -209,11 +206,7 @@ def still_alive(pids: list[int], within_s: float) -> list[int]:
 
 
 def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
+    return process_state(pid) not in (None, "Z")
 
 
 def seeded(name: str, low: int, high: int) -> int:

@@ -57,7 +57,7 @@ def test_leftovers_of_a_killed_writer_are_swept_and_a_live_ones_kept(tmp_path):
         "with atomic_dir(sys.argv[1]) as tmp:\n    (tmp / 'half').write_text('x')\n    os.kill(os.getpid(), 9)\n"
     )
     dest = tmp_path / "features"
-    subprocess.run([sys.executable, "-c", code, str(dest)], check=False)
+    subprocess.run([sys.executable, "-c", code, str(dest)], check=False, timeout=600)
     left = list(tmp_path.glob(".features.tmp-*"))
     assert len(left) == 1 and (left[0] / "half").exists()
     with atomic_dir(dest) as tmp:

@@ -38,8 +38,8 @@ CASES = [
         {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"},
         "pretrain.rotation.batch_size: 1 must be a multiple of the number of processes (2)",
     ),
-    (["pretrain", "--method", "byol"], [], {}, "--method byol: unknown method (known: "),
-    (["extract", "--method", "byol"], [], {}, "argument --method: invalid choice: 'byol' (choose from "),
+    (["pretrain", "--method", "swav"], [], {}, "--method swav: unknown method (known: "),
+    (["extract", "--method", "swav"], [], {}, "argument --method: invalid choice: 'swav' (choose from "),
 ]
 
 

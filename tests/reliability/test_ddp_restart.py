@@ -1,5 +1,10 @@
 """A DDP rank killed mid-epoch: torchrun restarts the workers and they resume from the last checkpoint.
 
+Both ranks stop themselves at a test point after a checkpoint (sslflow.testpoints), one is
+killed there, and the restarted pair stops again once resumed, so the test sees the first
+attempt's workers gone while torchrun still runs, whatever the machine's speed. The resumed
+run must end with the weights of an uninterrupted 2-rank run.
+
 Before sslflow.train.distributed gave each restart attempt its own store prefix,
 most runs failed here: the restarted ranks read the gloo addresses of the killed
 attempt from torchrun's store ('connection refused'), or hung.
@@ -17,7 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import ENV, METHOD, TORCHRUN, checkpoint_step, new_project, seeded
+from tests.processes import process_state
+
+from .conftest import ENV, METHOD, TORCHRUN, assert_same_encoder, checkpoint_step, new_project, seeded
 
 STEPS = 40  # TINY's pretrain.rotation.max_steps: 16 images a step, 8 per rank
 
@@ -55,12 +62,8 @@ def wait_for(condition, proc: subprocess.Popen, log: Path, what: str, timeout: f
     pytest.fail(f"no {what} in {timeout} s:\n{log.read_text()[-4000:]}")
 
 
-@pytest.mark.slow
-def test_killed_rank_restarts_and_resumes(tmp_path, tiny_project):
-    project = new_project(tmp_path / "p", tiny_project)
-    at_least = seeded("ddp", 5, 15)
-    victim = seeded("ddp-rank", 0, 1)  # the local rank to kill
-    log = tmp_path / "torchrun.log"
+def torchrun(project: Path, log: Path, pause_at: str = "") -> subprocess.Popen:
+    """2 ranks of `sslflow pretrain`, one restart allowed; output to `log`."""
     cmd = [
         TORCHRUN,
         "--standalone",
@@ -76,31 +79,70 @@ def test_killed_rank_restarts_and_resumes(tmp_path, tiny_project):
         "--method",
         METHOD,
     ]
+    env = {**ENV, "SSLFLOW_PAUSE_AT": pause_at}
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=project, env=ENV, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(cmd, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stopped_pair(proc: subprocess.Popen, log: Path, old: list[int], what: str) -> list[int]:
+    """Wait for two workers, none of them in `old`, both stopped at their test point."""
+
+    def ready():
+        pids = [p for p in workers(proc.pid) if p not in old]
+        return len(pids) == 2 and all(process_state(p) == "T" for p in pids) and pids
+
+    return wait_for(ready, proc, log, what)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_project) -> Path:
+    """The same 2-rank run, never interrupted: the weights a restarted run must end with."""
+    root = tmp_path_factory.mktemp("ddp-reference")
+    project = new_project(root / "p", tiny_project)
+    proc = torchrun(project, root / "torchrun.log")
     try:
-        pids = wait_for(lambda: (w := workers(proc.pid)) and len(w) == 2 and w, proc, log, "two workers")
-        wait_for(lambda: checkpoint_step(project) >= at_least, proc, log, f"a checkpoint at step >= {at_least}")
-        os.kill(next(pid for pid in pids if local_rank(pid) == victim), signal.SIGKILL)
-        resumed_from = checkpoint_step(project)
-        assert 0 < resumed_from < STEPS
-        proc.wait(timeout=300)
+        assert proc.wait(timeout=600) == 0, (root / "torchrun.log").read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return project
+
+
+@pytest.mark.slow
+def test_killed_rank_restarts_and_resumes(tmp_path, tiny_project, uninterrupted):
+    project = new_project(tmp_path / "p", tiny_project)
+    at_least = seeded("ddp", 5, 15)
+    checkpointed = -(-at_least // 5) * 5  # TINY checkpoints every 5 steps
+    victim = seeded("ddp-rank", 0, 1)  # the local rank to kill
+    log = tmp_path / "torchrun.log"
+    # attempt 0 stops after the checkpoint at `checkpointed`; the restarted attempt 1 stops once it has resumed
+    proc = torchrun(project, log, pause_at=f"pretrain.checkpoint:{at_least}@0,pretrain.resumed@1")
+    try:
+        first = stopped_pair(proc, log, [], f"both ranks stopped after the checkpoint at step {checkpointed}")
+        assert checkpoint_step(project) == checkpointed
+        os.kill(next(pid for pid in first if local_rank(pid) == victim), signal.SIGKILL)
+        for pid in first:
+            os.kill(pid, signal.SIGCONT)  # the survivor finds its peer gone; torchrun restarts the group
+
+        second = stopped_pair(proc, log, first, "two restarted ranks stopped after resuming")
+        # torchrun is still running: the first attempt's workers must be gone, not left beside the new ones
+        assert proc.poll() is None
+        assert [pid for pid in first if process_state(pid) not in (None, "Z")] == []
+        for pid in second:
+            os.kill(pid, signal.SIGCONT)
+        proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     text = log.read_text()
     assert proc.returncode == 0, text[-4000:]
-    assert set(workers(proc.pid)).isdisjoint(pids)
-    # the restarted rank 0 says where it picked up: a checkpoint written before the kill, not step 0
-    resumes = [
-        int(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if f"models/{METHOD}/last.pt: resuming from step" in line
-    ]
-    assert len(resumes) == 1 and resumes[0] >= resumed_from > 0, text[-4000:]
+    # the restarted rank 0 says where it picked up: the checkpoint written before the kill
+    resumes = [line for line in text.splitlines() if f"models/{METHOD}/last.pt: resuming from step" in line]
+    assert [line.rsplit(" ", 1)[1] for line in resumes] == [str(checkpointed)], text[-4000:]
     summary = json.loads((project / f"metrics/{METHOD}/pretrain.json").read_text())
     assert summary["steps"] == STEPS and summary["world_size"] == 2
     state = torch.load(project / f"models/{METHOD}/last.pt", weights_only=True)
     assert state["done"] and state["position"][2] == STEPS
-    assert (project / f"models/{METHOD}/encoder.pt").is_file()
+    assert_same_encoder(project, uninterrupted)  # gloo on CPU: a resumed 2-rank run is bit-identical

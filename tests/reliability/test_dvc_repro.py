@@ -44,8 +44,10 @@ def dvc_project(tmp_path, tiny_source) -> Path:
     project = tmp_path / "p"
     project.mkdir()
     for cmd in (["git", "init", "-q", "-b", "main"], [sys.executable, "-m", "dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=project, check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], cwd=project, check=True)
+        subprocess.run(cmd, cwd=project, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "config", "core.analytics", "false"], cwd=project, check=True, timeout=600
+    )
     shutil.copy(REPO / "dvc.yaml", project)
     shutil.copy(REPO / ".dvcignore", project)
     shutil.copytree(REPO / "sslflow", project / "sslflow", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -61,9 +63,12 @@ def dvc_project(tmp_path, tiny_source) -> Path:
         },
     )
     # a first commit: dvclive (the pretrain monitor) fails with "Empty git repo" without one
-    subprocess.run(["git", "add", "-A"], cwd=project, check=True, capture_output=True)
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True, capture_output=True, timeout=600)
     subprocess.run(
-        ["git", "-c", "user.name=ci", "-c", "user.email=ci@sslflow", "commit", "-qm", "tiny"], cwd=project, check=True
+        ["git", "-c", "user.name=ci", "-c", "user.email=ci@sslflow", "commit", "-qm", "tiny"],
+        cwd=project,
+        check=True,
+        timeout=600,
     )
     return project
 

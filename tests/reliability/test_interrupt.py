@@ -1,5 +1,9 @@
 """Each stage interrupted by SIGINT, SIGTERM or SIGKILL at a seeded point, then rerun.
 
+The stage stops itself at a named test point (sslflow.testpoints: after the n-th tar, the
+n-th checkpoint, the n-th feature rows ...) and the signal lands there, so every case
+interrupts the same work on a fast machine and a slow one.
+
 After the signal no finished output exists that was not there before (DVC would
 not take the stage for done); the rerun ends with outputs byte-identical to an
 uninterrupted run's (shards, features, metrics; on CPU, the pretrained weights).
@@ -70,13 +74,8 @@ def shard_reference(tmp_path_factory, shard_source) -> dict:
 @pytest.mark.parametrize("sig", SIGNALS, ids=NAMES.get)
 def test_shard_interrupted_then_rerun(tmp_path, shard_source, shard_reference, sig):
     project = shard_project(tmp_path / "p", shard_source)
-    written = seeded(f"shard-{sig}", 2, 30)  # tars in the temporary folder when the signal goes
-
-    def ready() -> bool:
-        return len(list((project / "data").glob(".shards.tmp-*/*/shard-*.tar"))) >= written
-
-    # no delay after `ready`: the seeded tar count is the random point, and 99 tars take well under a second
-    stopped = interrupt(project, ["shard"], sig, ready, seed=f"shard-{sig}", delay_s=(0.0, 0.0))
+    written = seeded(f"shard-{sig}", 2, 30)  # tars finished when the signal goes (of ~110)
+    stopped = interrupt(project, ["shard"], sig, pause_at=f"shard.written:{written}")
     check_stopped(stopped, sig, "sslflow shard")
     assert not (project / "data/shards").exists()
     if sig != signal.SIGKILL:  # a killed process cannot clean up; the rerun does (below)
@@ -96,13 +95,7 @@ def test_pretrain_interrupted_then_resumed(tmp_path, tiny_project, trained_proje
     project = new_project(tmp_path / "p", tiny_project)
     outs = STAGE_OUTS["pretrain"]
     at_least = seeded(f"pretrain-{sig}", 5, 20)  # a checkpoint at this step or later exists when the signal goes
-    result = interrupt(
-        project,
-        ["pretrain", "--method", METHOD],
-        sig,
-        lambda: checkpoint_step(project) >= at_least,
-        seed=f"pretrain-{sig}",
-    )
+    result = interrupt(project, ["pretrain", "--method", METHOD], sig, pause_at=f"pretrain.checkpoint:{at_least}")
 
     if sig == signal.SIGTERM:  # pre-emption: checkpoint at the next step, say so, exit 143
         assert result.returncode == 143, result.stderr[-3000:]
@@ -114,7 +107,8 @@ def test_pretrain_interrupted_then_resumed(tmp_path, tiny_project, trained_proje
         check_stopped(result, sig, "sslflow pretrain")
     assert snapshot(project, outs) == dict.fromkeys(outs)  # no encoder, no metrics
     resume_from = checkpoint_step(project)
-    assert at_least <= resume_from < 40
+    # the first checkpoint (every 5 steps) at or after `at_least`, where it stopped; SIGTERM saves again there
+    assert resume_from == -(-at_least // 5) * 5
 
     rerun = sslflow(project, "pretrain", "--method", METHOD, check=True)
     assert f"models/{METHOD}/last.pt: resuming from step {resume_from}" in rerun.stderr
@@ -131,7 +125,12 @@ EVAL_CASES = [
     ("extract", signal.SIGKILL),
     ("linear", signal.SIGINT),
     ("lowlabel", signal.SIGKILL),
+    ("lowlabel", signal.SIGTERM),
 ]
+# where each stage stops for the signal: mid-way through the train features (1,000 rows in
+# batches of 512: after the first), after the probe's fit before its file is written, after the
+# first of the two label fractions
+PAUSE_AT = {"extract": "extract.rows:512", "linear": "linear.probed", "lowlabel": "lowlabel.fraction:1"}
 NEEDS = {
     "extract": [f"models/{METHOD}/encoder.pt"],
     "linear": [f"models/{METHOD}/encoder.pt", f"data/features/{METHOD}"],
@@ -150,13 +149,7 @@ def test_eval_stage_interrupted_then_rerun(tmp_path, tiny_project, trained_proje
         (project / outs[0]).write_text('{"from": "an earlier run"}\n')
     before = snapshot(project, outs)
 
-    if stage == "extract":  # work under way: its temporary folder exists
-        ready = lambda: any((project / "data/features").glob(f".{METHOD}.tmp-*"))  # noqa: E731
-        delay = (0.0, 0.5)
-    else:  # nothing to watch: a seeded moment in the first seconds (imports, reading, fitting)
-        ready = lambda: True  # noqa: E731
-        delay = (0.8, 3.0)
-    result = interrupt(project, [stage, "--method", METHOD], sig, ready, seed=f"{stage}-{sig}", delay_s=delay)
+    result = interrupt(project, [stage, "--method", METHOD], sig, pause_at=PAUSE_AT[stage])
     check_stopped(result, sig, f"sslflow {stage}")
     assert snapshot(project, outs) == before
     if sig != signal.SIGKILL:

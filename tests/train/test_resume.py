@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.processes import process_state
+
 from .conftest import SMALL_MODEL, make_train_project
 
 # 1,000 train images / 32 = 31 steps an epoch, 62 in all; a checkpoint every 10
@@ -30,12 +32,16 @@ RUN = [
 TOTAL_STEPS = 62
 
 
-def start(project: Path) -> subprocess.Popen:
+def start(project: Path, pause_at: str = "") -> tuple[subprocess.Popen, Path]:
+    """`python -m sslflow pretrain` in `project`, stderr to a file (nothing to drain while the test waits)."""
     cmd = [sys.executable, "-m", "sslflow", "pretrain", "--method", "simclr"]
     for item in RUN:
         cmd += ["-S", item]
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    return subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "SSLFLOW_PAUSE_AT": pause_at}
+    log = project / f".pretrain-{time.monotonic_ns()}.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+    return proc, log
 
 
 def checkpoint_step(project: Path) -> int:
@@ -45,44 +51,52 @@ def checkpoint_step(project: Path) -> int:
     return torch.load(path, weights_only=True)["position"][2]
 
 
-def wait_for_checkpoint(proc: subprocess.Popen, project: Path, at_least: int, timeout: float = 180) -> int:
+def stopped_at_point(proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    """Wait until the process has stopped itself at its test point (kernel state T)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        step = checkpoint_step(project)
-        if step >= at_least:
-            return step
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint in time")
+    while process_state(proc.pid) != "T":
+        assert proc.poll() is None, f"ended (exit {proc.returncode}) before its test point:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"not at its test point in {timeout} s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.02)
 
 
-def finish(proc: subprocess.Popen) -> None:
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
+def signal_stopped(proc: subprocess.Popen, sig: int) -> int:
+    """Send `sig` to the stopped process, continue it, and return its exit status."""
+    proc.send_signal(sig)
+    proc.send_signal(signal.SIGCONT)
+    return proc.wait(timeout=300)
+
+
+def finish(proc: subprocess.Popen, log: Path) -> None:
+    proc.wait(timeout=600)
+    assert proc.returncode == 0, log.read_text()[-3000:]
 
 
 @pytest.mark.slow
 def test_kill_and_preempt_then_resume_gives_identical_weights(tmp_path, tiny_project):
     straight = make_train_project(tmp_path / "straight", tiny_project)
-    finish(start(straight))
+    finish(*start(straight))
 
     broken = make_train_project(tmp_path / "broken", tiny_project)
-    proc = start(broken)
-    first = wait_for_checkpoint(proc, broken, 10)
-    proc.kill()  # SIGKILL: no chance to save anything more
-    proc.wait()
-    assert 10 <= first < TOTAL_STEPS
+    proc, log = start(broken, pause_at="pretrain.checkpoint:20")
+    stopped_at_point(proc, log)
+    assert signal_stopped(proc, signal.SIGKILL) == -signal.SIGKILL  # no chance to save anything more
+    assert checkpoint_step(broken) == 20
 
-    proc = start(broken)  # resumes from `first`
-    wait_for_checkpoint(proc, broken, first + 10)
-    proc.send_signal(signal.SIGTERM)  # pre-emption: checkpoint at the next step, exit 143
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert "stopped by SIGTERM" in err and "rerun the same command to resume" in err
-    stopped = checkpoint_step(broken)
-    assert first + 10 <= stopped < TOTAL_STEPS
+    proc, log = start(broken, pause_at="pretrain.resumed,pretrain.checkpoint:40")  # resumes from step 20
+    stopped_at_point(proc, log)
+    assert checkpoint_step(broken) == 20, "resumed from the checkpoint the kill left"
+    proc.send_signal(signal.SIGCONT)
+    stopped_at_point(proc, log)  # at the step-40 checkpoint
+    assert signal_stopped(proc, signal.SIGTERM) == 143  # pre-emption: checkpoint, say so, exit 143
+    err = log.read_text()
+    assert "models/simclr/last.pt: resuming from step 20" in err
+    assert "pretrain simclr: stopped by SIGTERM at step 40" in err and "rerun the same command to resume" in err
+    assert checkpoint_step(broken) == 40
 
-    finish(start(broken))
+    proc, log = start(broken)
+    finish(proc, log)
+    assert "models/simclr/last.pt: resuming from step 40" in log.read_text()
 
     want = torch.load(straight / "models/simclr/encoder.pt", weights_only=True)
     got = torch.load(broken / "models/simclr/encoder.pt", weights_only=True)

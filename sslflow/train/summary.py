@@ -1,0 +1,42 @@
+"""metrics/<method>/pretrain.json: its keys, written by trained methods and controls alike.
+
+JSON has no NaN, so a number not known (a control's loss, a rate with no
+training time) is null.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def pretrain_summary(
+    *,
+    method: str,
+    backbone: str,
+    params_m: float,
+    epochs: float,
+    steps: int,
+    global_batch: int,
+    world_size: int,
+    final_loss: float | None,
+    final_pretext_acc: float | None,
+    knn_top1: float | None,
+    images_per_s: float | None,
+    wall_s: float,
+) -> dict:
+    """final_pretext_acc: the pretext task's accuracy (SimCLR: the positive ranked first among 2N-1)."""
+    summary = {
+        "method": method,
+        "backbone": backbone,
+        "params_m": round(params_m, 4),
+        "epochs": round(epochs, 4),
+        "steps": steps,
+        "global_batch": global_batch,
+        "world_size": world_size,
+        "final_loss": final_loss,
+        "final_pretext_acc": final_pretext_acc,
+        "knn_top1": knn_top1,
+        "images_per_s": images_per_s,
+        "wall_s": round(wall_s, 2),
+    }
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}
