@@ -1,6 +1,6 @@
 """What only a CUDA machine can run: DALI's GPU ops and nvJPEG, bf16 + compile on the GPU, NCCL and SyncBN.
 
-Marked `gpu` and skipped without CUDA (`pytest -m gpu` selects them;
+Marked `gpu` and deselected without CUDA (`pytest -m gpu` selects them;
 benchmarks/gpu_checks.sh runs them before its measurements). The two-process
 tests need two GPUs (NCCL refuses two ranks on one device). Everything the CPU
 can stand in for runs in the ordinary suite (tests/train/test_gpu_paths_on_cpu.py).
