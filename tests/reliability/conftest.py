@@ -137,7 +137,7 @@ class Interrupted:
     returncode: int
     stdout: str
     stderr: str
-    orphans: list[int]  # the process's children still alive 5 s after it ended
+    orphans: list[int]  # the process's children still alive 30 s after it ended (gone at once when they die with it)
 
 
 def interrupt(
@@ -166,7 +166,7 @@ def interrupt(
         proc.send_signal(sig)
         proc.send_signal(signal.SIGCONT)
         proc.wait(timeout=timeout)
-        orphans = still_alive(children, within_s=5.0)
+        orphans = still_alive(children, within_s=30.0)
     finally:
         if proc.poll() is None:
             proc.kill()
