@@ -64,7 +64,7 @@ def test_method_learns(train_project, name, overrides):
     if name in CHANCE:
         assert last_acc > 1.5 * CHANCE[name] and last_acc > first_acc + 0.1, (first_acc, last_acc)
     else:  # contrastive: the positive is found among 2N-1 = 63 candidates far more often than by chance
-        assert last_acc > 0.08 and last_acc > 2 * first_acc, (first_acc, last_acc)
+        assert last_acc > 0.08 and last_acc > first_acc + 0.05, (first_acc, last_acc)
 
 
 def test_momentum_encoder_follows_the_online_one(train_project):
