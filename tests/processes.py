@@ -1,6 +1,7 @@
 """Helpers for tests that signal the processes they start."""
 
 import signal
+import socket
 from pathlib import Path
 
 
@@ -20,3 +21,10 @@ def process_state(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError):
         return None
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a rendezvous or a server the test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,21 +13,16 @@ import pytest
 
 from tests.flows.conftest import git_dvc_init
 from tests.flows.projects import runs_log, write_project
+from tests.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT = [sys.executable, "-m", "prefect", "--no-prompt"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def prefect_server(tmp_path):
     """A real `prefect server start` on loopback with its own home; yields the environment that targets it."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),

@@ -9,7 +9,6 @@ can stand in for runs in the ordinary suite (tests/train/test_gpu_paths_on_cpu.p
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -25,6 +24,7 @@ from tests.augment.conftest import collect, params_in  # noqa: E402
 from tests.augment.test_backends_agree import assert_same_distribution  # noqa: E402
 from tests.conftest import make_project, shard_in  # noqa: E402
 from tests.data.imagetrees import make_imagefolder  # noqa: E402
+from tests.processes import free_port  # noqa: E402
 
 CUDA = torch.device("cuda", 0)
 
@@ -97,12 +97,6 @@ def test_bf16_compiled_training_on_the_gpu(tiny_project, tmp_path, monkeypatch):
 # ---- two GPUs: NCCL gather and SyncBN -------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _nccl_rank(rank: int, port: int, results) -> None:
     import torch.distributed as dist
     from torch import nn
@@ -140,7 +134,7 @@ def test_nccl_gather_and_syncbn_see_the_global_batch():
     expected = reference_loss(g1, g2, TAU)
     (grad1,) = torch.autograd.grad(expected, (g1,))
     results = mp.Manager().dict()
-    mp.start_processes(_nccl_rank, args=(_free_port(), results), nprocs=WORLD, start_method="spawn", join=True)
+    mp.start_processes(_nccl_rank, args=(free_port(), results), nprocs=WORLD, start_method="spawn", join=True)
     for rank in range(WORLD):
         loss, z1_grad, running_mean, global_mean = results[rank]
         assert abs(loss - expected.item()) < 1e-4

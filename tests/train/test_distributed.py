@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,21 +14,16 @@ import torch
 
 from sslflow.errors import UserError
 from sslflow.train.distributed import check_batch
+from tests.processes import free_port
 
 from .conftest import SMALL_MODEL, make_train_project
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
 def test_two_node_torchrun_trains(tmp_path, tiny_project):
     project = make_train_project(tmp_path / "project", tiny_project)
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    port = _free_port()
+    port = free_port()
     settings = [
         *SMALL_MODEL,
         "train.batch_size=32",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslflow.methods.moco import MoCo
+from tests.processes import free_port
 
 WORLD, LOCAL_N, IN_DIM, QUEUE, STEPS = 2, 3, 6, 16, 3  # 12 keys a step into 16 slots: it wraps mid-batch
 
@@ -51,17 +51,11 @@ def _rank_main(rank: int, port: int, results) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_queue_is_a_fifo_of_every_ranks_keys_under_two_gloo_processes():
     manager = mp.Manager()
     results = manager.dict()
-    mp.start_processes(_rank_main, args=(_free_port(), results), nprocs=WORLD, start_method="spawn", join=True)
+    mp.start_processes(_rank_main, args=(free_port(), results), nprocs=WORLD, start_method="spawn", join=True)
 
     pushed = []  # what should enter the queue, step by step: view1 keys of rank 0, 1, then view2 keys of rank 0, 1
     for step in range(STEPS):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import warnings
 
 import pytest
@@ -14,6 +13,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from sslflow.methods.losses import float32_logits, info_nce_with_queue, nt_xent
+from tests.processes import free_port
 
 
 def reference_loss(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
@@ -145,12 +145,6 @@ def _rank_main(rank: int, port: int, results) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_gathered_two_process_loss_equals_global_batch_loss():
     x1, x2, weight = _global_inputs()
@@ -162,7 +156,7 @@ def test_gathered_two_process_loss_equals_global_batch_loss():
 
     manager = mp.Manager()
     results = manager.dict()
-    mp.start_processes(_rank_main, args=(_free_port(), results), nprocs=WORLD, start_method="spawn", join=True)
+    mp.start_processes(_rank_main, args=(free_port(), results), nprocs=WORLD, start_method="spawn", join=True)
 
     for rank in range(WORLD):
         loss, z1_grad, z2_grad, ddp_weight_grad = results[rank]
@@ -194,5 +188,5 @@ def _rank_warnings(rank: int, port: int, results) -> None:
 def test_gathering_warns_nothing():
     """torch 2.14 deprecates torch.distributed.nn.functional.all_gather; the gather uses its replacement."""
     results = mp.Manager().dict()
-    mp.start_processes(_rank_warnings, args=(_free_port(), results), nprocs=WORLD, start_method="spawn", join=True)
+    mp.start_processes(_rank_warnings, args=(free_port(), results), nprocs=WORLD, start_method="spawn", join=True)
     assert [results[rank] for rank in range(WORLD)] == [[], []]

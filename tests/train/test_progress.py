@@ -144,13 +144,13 @@ def test_pretrain_into_a_file_logs_progress_and_a_summary(train_project):
 def test_torchrun_two_ranks_log_progress_once_and_no_warning_from_sslflow(train_project):
     """Rotation under DDP (gloo): rank 1 is quiet, and sslflow's own calls raise no deprecation warning
     (PYTHONWARNINGS=default shows DeprecationWarnings too)."""
-    from .test_distributed import _free_port
+    from tests.processes import free_port
 
     log = train_project / "log"
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     settings = [*SMALL_MODEL, "pretrain.rotation.batch_size=32", "pretrain.rotation.max_steps=12", "train.log_every=4"]
     settings += ["train.knn.val_samples=50", "augment.threads=1", "train.threads=1"]
-    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "sslflow", "pretrain"]
+    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "sslflow", "pretrain"]
     rc = _sslflow_log([*cmd, "--method", "rotation", *(a for s in settings for a in ("-S", s))], train_project, log)
     text = log.read_text()
     assert rc == 0, text[-3000:]
