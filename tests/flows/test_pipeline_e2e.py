@@ -2,7 +2,8 @@
 `sslflow` stages on a 500 / 100 image cut of Fashion-MNIST, three cheap methods.
 
 One project is built by the flow, a second copy by `dvc repro`: the same stages run and the
-deterministic outputs are byte-identical. A rerun of the flow executes nothing DVC calls current.
+deterministic outputs are byte-identical. A rerun of the flow, or of `dvc repro`, executes nothing DVC
+calls current, and a param change reruns only the stages that read it.
 A shard corrupted in place (so silently that DVC's stat-based check cannot see it) fails the flow
 with the reading stage's one-line error, exit 2, without a retry; after the repair the flow resumes
 at the failed stages and leaves alone the ones that had finished.
@@ -259,6 +260,34 @@ def test_pipeline_flow_matches_dvc_repro_and_reruns_nothing(tmp_path, source, re
         # encoder.pt: byte-identical too (torch.save records the file name it writes, and
         # sslflow.atomic.atomic_path hands it the destination's own name)
         assert _sha(root / f"models/{m}/encoder.pt") == _sha(other / f"models/{m}/encoder.pt")
+
+
+def _set(root: Path, key: str, value) -> None:
+    """Set one dotted key of the project's params.yaml (as `-S` does, but kept in the file)."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    *parents, leaf = key.split(".")
+    node = params
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_repro_twice_then_one_param(tmp_path, repro_project):
+    """A second `dvc repro` redoes nothing but the always-changed report; a param reruns only its stages."""
+    root = tmp_path / "project"
+    shutil.copytree(repro_project[0], root, symlinks=True)
+    assert _ran_by_repro(repro_project[1]) == STAGES
+    assert _ran_by_repro(_dvc(root, "repro")) == {"report"}
+
+    _set(root, "eval.linear.max_iter", 20)
+    probes = {f"{kind}@{m}" for kind in ("linear", "lowlabel") for m in METHODS}  # lowlabel's probes use eval.linear
+    assert _status(root).keys() - {"report"} == probes
+    assert _ran_by_repro(_dvc(root, "repro")) == probes | {"report"}
+
+    _set(root, "pretrain.rotation.lr", 0.5)
+    assert _status(root).keys() - {"report"} == {"pretrain@rotation"}  # not the controls', nor the shards
+    assert yaml.safe_load((root / "dvc.lock").read_text())["stages"]["shard"]
 
 
 def _corrupt_in_place(path: Path, old: bytes, new: bytes) -> None:

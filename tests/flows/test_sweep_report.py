@@ -62,7 +62,7 @@ def test_sweep_reaches_the_report(tmp_path, monkeypatch):
     _git(root, "commit", "-qm", "baseline")
     assert "metrics/simclr/linear.json" in _git(root, "ls-files", "metrics"), "metrics/ is committed with the run"
 
-    rows = flows.sweep(grid={"pretrain.simclr.temperature": TEMPERATURES}, name="temperature")
+    rows = flows.sweep(grid={"pretrain.simclr.temperature": TEMPERATURES}, name="temperature", jobs=2)
     assert sorted(row["name"] for row in rows) == [f"temperature-{t}" for t in TEMPERATURES]
 
     # each experiment's top-1, from its own commit
