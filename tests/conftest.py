@@ -57,10 +57,14 @@ def cut_fashion_mnist(dest: Path, per_class: dict[str, int] = TINY_PER_CLASS) ->
 
 
 def make_project(root: Path, data: dict) -> Path:
-    """A project dir with the repo's params.yaml, its `data` block updated with `data`."""
+    """A project dir with the repo's params.yaml, its `data` block updated with `data`.
+
+    No shared budget: on a few hundred images the epochs (and a test's max_steps) set each run's length.
+    """
     root.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(data)
+    params["train"]["budget_views"] = None
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 

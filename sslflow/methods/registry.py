@@ -119,17 +119,21 @@ def build_method(name: str, params, in_channels: int, num_classes: int) -> Metho
 
 
 def planned_steps(params, name: str) -> int:
-    """The run's length as the loop counts it: epochs x (train images // global batch), capped by max_steps.
+    """The run's length as the loop counts it: the budget's steps, else epochs x (train images // global
+    batch) capped by max_steps.
 
     floor(floor(N / ranks) / local batch) = floor(N / global batch), so this is
     every rank's count; the exemplar view, which draws its own patches, differs.
     """
+    from sslflow.augment.views import VIEWS_PER_IMAGE
     from sslflow.data.manifest import load_manifest
-    from sslflow.train.config import method_train_cfg
+    from sslflow.train.config import method_train_cfg, run_steps
 
     cfg = method_train_cfg(params.train, params.pretrain, name)
-    steps = (load_manifest()["splits"]["train"]["count"] // cfg.batch_size) * cfg.epochs
-    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+    views = VIEWS_PER_IMAGE[method_spec(name).views]
+    if cfg.budget_views is not None:
+        return run_steps(cfg, 0, views)
+    return run_steps(cfg, load_manifest()["splits"]["train"]["count"] // cfg.batch_size, views)
 
 
 def _pretrain_section() -> type[Section]:

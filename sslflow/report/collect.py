@@ -29,6 +29,15 @@ class MethodResults:
     def params_m(self) -> float | None:
         return _first("params_m", self.pretrain, self.linear)
 
+    @property
+    def views(self) -> int | None:
+        """Views the backbone processed in pretraining (0 for a control that trains nothing)."""
+        return _first("views", self.pretrain)
+
+    @property
+    def pretrain_s(self) -> float | None:
+        return _first("wall_s", self.pretrain)
+
     def linear_acc(self, k: int) -> float | None:
         return (self.linear or {}).get(f"top{k}")
 
@@ -78,10 +87,12 @@ def ordered(methods: list[str]) -> list[str]:
 
 
 def summary_row(results: MethodResults) -> dict:
-    """One row of reports/summary.json (INTERFACE.md), plus the fine-tuned 1% / 10% top-1.
+    """One row of reports/summary.json (INTERFACE.md).
 
     pct1_top1 / pct10_top1 are the linear probe on the subset, the number every
-    method and control has; the fine-tuned ones are null where fine-tuning did not run.
+    method and control has; the fine-tuned and distilled ones are null where they did not run.
+    budget_views and pretrain_s say what each method was given: the views its backbone
+    processed in pretraining and the seconds that took.
     """
     return {
         "method": results.method,
@@ -91,7 +102,9 @@ def summary_row(results: MethodResults) -> dict:
         "linear_top5": results.linear_acc(5),
         **{
             summary_key(fraction, classifier): results.lowlabel_acc(fraction, classifier, 1)
-            for classifier in ("linear", "finetune")
+            for classifier in ("linear", "finetune", "distill")
             for fraction in FRACTIONS
         },
+        "budget_views": results.views,
+        "pretrain_s": results.pretrain_s,
     }

@@ -1,8 +1,10 @@
 """The two result tables of the SimCLR papers, as markdown, with the controls in the same tables.
 
-Linear evaluation (SimCLR table 6): Method | Architecture | Param (M) | Top 1 | Top 5.
+Linear evaluation (SimCLR table 6): Method | Architecture | Param (M) | Views | Pretrain (s) | Top 1 | Top 5,
+where Views is the budget a method pretrained on (images its backbone processed, views included) and
+Pretrain (s) the seconds it took: what the rows compare.
 Label fractions (SimCLRv2 table 3, its two-level header flattened):
-Method | Architecture | Top 1 at 1% / 10% | Top 5 at 1% / 10%, in groups: the
+Method | Architecture | Views | Top 1 at 1% / 10% | Top 5 at 1% / 10%, in groups: the
 supervised baseline (an untrained encoder trained on the subset only), linear
 classifiers on frozen features, fine-tuned encoders, self-distilled students.
 Accuracies are percentages with one decimal; "-" marks what was not run.
@@ -14,8 +16,8 @@ from collections.abc import Sequence
 
 from sslflow.report.collect import FRACTIONS, MethodResults, is_control
 
-LINEAR_HEADER = ("Method", "Architecture", "Param (M)", "Top 1", "Top 5")
-LOWLABEL_HEADER = ("Method", "Architecture", "Top 1, 1%", "Top 1, 10%", "Top 5, 1%", "Top 5, 10%")
+LINEAR_HEADER = ("Method", "Architecture", "Param (M)", "Views", "Pretrain (s)", "Top 1", "Top 5")
+LOWLABEL_HEADER = ("Method", "Architecture", "Views", "Top 1, 1%", "Top 1, 10%", "Top 5, 1%", "Top 5, 10%")
 
 
 def display_name(method: str) -> str:
@@ -36,6 +38,15 @@ def params_m(value: float | None) -> str:
     if value == 0:
         return "0"
     return f"{value:.0f}" if value >= 10 else f"{value:.2f}"
+
+
+def views(value: int | None) -> str:
+    """The pretraining budget in views, with thousands separators (0: a control that trains nothing)."""
+    return "-" if value is None else f"{value:,}"
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> str:
@@ -66,6 +77,8 @@ def linear_table(methods: list[MethodResults]) -> str:
                     display_name(r.method),
                     r.backbone or "-",
                     params_m(r.params_m),
+                    views(r.views),
+                    seconds(r.pretrain_s),
                     pct(r.linear_acc(1)),
                     pct(r.linear_acc(5)),
                 )
@@ -94,7 +107,9 @@ def lowlabel_table(methods: list[MethodResults]) -> str:
     scratch = [r for r in methods if r.method == "random_init" and _has(r, "finetune")]
     if scratch:
         rows.append(("Supervised baseline (untrained encoder trained on the subset only):",))
-        rows.extend(("Supervised baseline", r.backbone or "-", *_fraction_cells(r, "finetune")) for r in scratch)
+        rows.extend(
+            ("Supervised baseline", r.backbone or "-", views(r.views), *_fraction_cells(r, "finetune")) for r in scratch
+        )
     groups = (
         ("linear", "Linear classifier on frozen features:"),
         ("finetune", "Fine-tuned on the subset:"),
@@ -104,5 +119,8 @@ def lowlabel_table(methods: list[MethodResults]) -> str:
         group = _rows_for(methods, classifier)
         if group:
             rows.append((label,))
-            rows.extend((display_name(r.method), r.backbone or "-", *_fraction_cells(r, classifier)) for r in group)
+            rows.extend(
+                (display_name(r.method), r.backbone or "-", views(r.views), *_fraction_cells(r, classifier))
+                for r in group
+            )
     return markdown_table(LOWLABEL_HEADER, rows, numeric_from=2)

@@ -61,6 +61,7 @@ def run_control(params, method: str) -> dict:
         epochs=0,
         steps=0,
         global_batch=0,
+        views=0,
         world_size=1,
         final_loss=None,
         final_pretext_acc=None,

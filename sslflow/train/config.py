@@ -1,16 +1,20 @@
 """The `train` section of params.yaml (the shared loop), and what every method's `pretrain.<method>` section may override.
 
-Each method's section (declared beside the method, sslflow/methods/) may override the loop's schedule keys (epochs,
-max_steps, batch_size, optimizer, lr, weight_decay, warmup_epochs): the methods share one
-loop but not one budget. dvc.yaml makes each pretrain stage depend on
+Each method's section (declared beside the method, sslflow/methods/) may override the loop's schedule keys
+(budget_views, epochs, max_steps, batch_size, optimizer, lr, weight_decay, warmup_epochs). Methods are
+compared at one budget: `train.budget_views`, the views the backbone processes (images x the views each
+method makes of an image), which gives every method the same work whatever its batch or view count, on
+any machine. A method's own budget_views, epochs or max_steps replaces the shared budget (the report
+shows each method's views and seconds). dvc.yaml makes each pretrain stage depend on
 `pretrain.<method>`, so every method has a section, even an empty one.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sslflow.data.fractions import NAMES, FractionName
 from sslflow.section import Section
@@ -28,7 +32,23 @@ class KnnCfg(Section):
     every_epochs: int = Field(1, ge=0, description="0 = only at the end")
 
 
-class TrainCfg(Section):
+class Schedule(Section):
+    """A run is as long as its budget of views, or else its epochs capped by max_steps: one, not both."""
+
+    @model_validator(mode="after")
+    def _one_length(self):
+        if self.budget_views is not None and self.max_steps is not None:
+            raise ValueError("budget_views and max_steps both set: give one (the budget sets the steps)")
+        return self
+
+
+class TrainCfg(Schedule):
+    budget_views: int | None = Field(
+        None,
+        gt=0,
+        description="views the backbone processes, all ranks (steps = ceil(budget / (batch x views per image))); "
+        "the run's length, whatever epochs says; null = epochs, capped by max_steps",
+    )
     epochs: int = Field(1, gt=0)
     max_steps: int | None = Field(
         None, gt=0, description="stop (and end the schedule) here; null = epochs x batches per epoch"
@@ -52,9 +72,10 @@ class TrainCfg(Section):
     knn: KnnCfg = KnnCfg()
 
 
-class Overrides(Section):
+class Overrides(Schedule):
     """Per-method replacements of `train` keys (null = use train's)."""
 
+    budget_views: int | None = Field(None, gt=0)
     epochs: int | None = Field(None, gt=0)
     max_steps: int | None = Field(None, gt=0)
     batch_size: int | None = Field(None, gt=0)
@@ -64,9 +85,27 @@ class Overrides(Section):
     warmup_epochs: float | None = Field(None, ge=0)
 
 
+LENGTH = ("budget_views", "epochs", "max_steps")
+
+
 def method_train_cfg(train: TrainCfg, pretrain, method: str) -> TrainCfg:
-    """The loop's settings for one method: `train` with the method's non-null overrides applied."""
+    """The loop's settings for one method: `train` with the method's non-null overrides applied.
+
+    A method that sets any of budget_views, epochs or max_steps sets its own length: the shared
+    budget no longer applies to it (and a shared max_steps does not cap its budget).
+    """
     section = getattr(pretrain, method)
     fields = Overrides.model_fields if isinstance(section, Overrides) else {}
     updates = {name: getattr(section, name) for name in fields if getattr(section, name) is not None}
+    if updates.keys() & set(LENGTH):
+        updates = {"budget_views": None, "max_steps": None, **updates}
     return train.model_copy(update=updates)
+
+
+def run_steps(cfg: TrainCfg, steps_per_epoch: int, views_per_image: int) -> int:
+    """Optimizer steps of the run: the budget's (ceil(views / (global batch x views an image))), else
+    epochs x steps_per_epoch capped by max_steps."""
+    if cfg.budget_views is not None:
+        return math.ceil(cfg.budget_views / (cfg.batch_size * views_per_image))
+    steps = steps_per_epoch * cfg.epochs
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps

@@ -27,9 +27,10 @@ from sslflow.methods.base import Method
 from sslflow.methods.registry import build_method
 from sslflow.signals import TERMINATED_EXIT
 from sslflow.testpoints import pause_point
+from sslflow.augment.views import VIEWS_PER_IMAGE
 from sslflow.train import distributed as ddp
 from sslflow.train.checkpoint import config_hash, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from sslflow.train.config import TrainCfg, method_train_cfg
+from sslflow.train.config import TrainCfg, method_train_cfg, run_steps
 from sslflow.train.monitor import Monitor
 from sslflow.train.optim import build_optimizer, build_scheduler, scaled_lr
 from sslflow.train.progress import Progress
@@ -184,9 +185,7 @@ class Trainer:
         pos = Position(*state["position"]) if state else Position()
         loader = None if state else self.loader(0)
         self.steps_per_epoch = state["steps_per_epoch"] if state else len(loader)
-        self.total_steps = self.steps_per_epoch * self.cfg.epochs
-        if self.cfg.max_steps:
-            self.total_steps = min(self.total_steps, self.cfg.max_steps)
+        self.total_steps = run_steps(self.cfg, self.steps_per_epoch, VIEWS_PER_IMAGE[self.method.kind])
         total_steps = self.total_steps
         warmup_steps = round(self.cfg.warmup_epochs * self.steps_per_epoch)
         optimizer = build_optimizer(self.method, self.cfg, scaled_lr(self.cfg, self.cfg.batch_size))

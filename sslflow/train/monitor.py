@@ -15,6 +15,7 @@ from contextlib import nullcontext
 import torch
 
 from sslflow import paths
+from sslflow.augment.views import VIEWS_PER_IMAGE
 from sslflow.models.backbone import count_params_m, describe
 from sslflow.train import distributed as ddp
 from sslflow.train.knn import extract_features, knn_top1
@@ -162,6 +163,7 @@ class Monitor:
             epochs=global_step / t.steps_per_epoch,
             steps=global_step,
             global_batch=t.cfg.batch_size,
+            views=global_step * t.cfg.batch_size * VIEWS_PER_IMAGE[t.method.kind],
             world_size=t.env.world_size,
             final_loss=self.final_loss,
             final_pretext_acc=self.final_acc,

@@ -17,6 +17,7 @@ def pretrain_summary(
     epochs: float,
     steps: int,
     global_batch: int,
+    views: int,
     world_size: int,
     final_loss: float | None,
     final_pretext_acc: float | None,
@@ -24,7 +25,9 @@ def pretrain_summary(
     images_per_s: float | None,
     wall_s: float,
 ) -> dict:
-    """final_pretext_acc: the pretext task's accuracy (SimCLR: the positive ranked first among 2N-1)."""
+    """final_pretext_acc: the pretext task's accuracy (SimCLR: the positive ranked first among 2N-1);
+    views: what the backbone processed, all ranks (steps x global batch x views per image), the unit
+    of `train.budget_views`."""
     summary = {
         "method": method,
         "backbone": backbone,
@@ -32,6 +35,7 @@ def pretrain_summary(
         "epochs": round(epochs, 4),
         "steps": steps,
         "global_batch": global_batch,
+        "views": views,
         "world_size": world_size,
         "final_loss": final_loss,
         "final_pretext_acc": final_pretext_acc,

@@ -41,7 +41,13 @@ def fraction(linear: float, linear5: float, finetune: float | None = None, finet
 
 
 FILES = {
-    "simclr/pretrain.json": {"backbone": "ResNet-18 (0.25x, small stem)", "params_m": 0.6999, "epochs": 3},
+    "simclr/pretrain.json": {
+        "backbone": "ResNet-18 (0.25x, small stem)",
+        "params_m": 0.6999,
+        "epochs": 3,
+        "views": 102400,
+        "wall_s": 151.37,
+    },
     "simclr/linear.json": {"top1": 0.8851, "top5": 0.9974, "l2": 1e-4, "backbone": "ignored", "params_m": 9.0},
     "simclr/lowlabel.json": {"1pct": fraction(0.8049, 0.9901, 0.7712, 0.9811), "10pct": fraction(0.8533, 0.9962)},
     "rotation/linear.json": {
@@ -50,9 +56,19 @@ FILES = {
         "backbone": "ResNet-18 (0.25x, small stem)",
         "params_m": 0.6999,
     },
-    "supervised/pretrain.json": {"backbone": "ResNet-18 (0.25x, small stem)", "params_m": 0.6999},
+    "supervised/pretrain.json": {
+        "backbone": "ResNet-18 (0.25x, small stem)",
+        "params_m": 0.6999,
+        "views": 204800,
+        "wall_s": 98.5,
+    },
     "supervised/linear.json": {"top1": 0.9104, "top5": 0.9989},
-    "random_init/pretrain.json": {"backbone": "ResNet-18 (0.25x, small stem)", "params_m": 0.6999},
+    "random_init/pretrain.json": {
+        "backbone": "ResNet-18 (0.25x, small stem)",
+        "params_m": 0.6999,
+        "views": 0,
+        "wall_s": 4.21,
+    },
     "random_init/linear.json": {"top1": 0.8593, "top5": 0.9968},
     "random_init/lowlabel.json": {
         "1pct": fraction(0.7634, 0.9822, 0.6501, 0.9555),
@@ -64,28 +80,28 @@ FILES = {
 }
 
 LINEAR = """\
-| Method | Architecture | Param (M) | Top 1 | Top 5 |
-|:--|:--|--:|--:|--:|
-| *Self-supervised methods:* |  |  |  |  |
-| SimCLR | ResNet-18 (0.25x, small stem) | 0.70 | 88.5 | 99.7 |
-| Rotation | ResNet-18 (0.25x, small stem) | 0.70 | 86.1 | 99.5 |
-| *Controls:* |  |  |  |  |
-| Supervised | ResNet-18 (0.25x, small stem) | 0.70 | 91.0 | 99.9 |
-| Random init (untrained) | ResNet-18 (0.25x, small stem) | 0.70 | 85.9 | 99.7 |
-| Raw pixels | raw pixels | 0 | 84.3 | 99.7 |
+| Method | Architecture | Param (M) | Views | Pretrain (s) | Top 1 | Top 5 |
+|:--|:--|--:|--:|--:|--:|--:|
+| *Self-supervised methods:* |  |  |  |  |  |  |
+| SimCLR | ResNet-18 (0.25x, small stem) | 0.70 | 102,400 | 151 | 88.5 | 99.7 |
+| Rotation | ResNet-18 (0.25x, small stem) | 0.70 | - | - | 86.1 | 99.5 |
+| *Controls:* |  |  |  |  |  |  |
+| Supervised | ResNet-18 (0.25x, small stem) | 0.70 | 204,800 | 98 | 91.0 | 99.9 |
+| Random init (untrained) | ResNet-18 (0.25x, small stem) | 0.70 | 0 | 4 | 85.9 | 99.7 |
+| Raw pixels | raw pixels | 0 | - | - | 84.3 | 99.7 |
 """
 
 LOWLABEL = """\
-| Method | Architecture | Top 1, 1% | Top 1, 10% | Top 5, 1% | Top 5, 10% |
-|:--|:--|--:|--:|--:|--:|
-| *Supervised baseline (untrained encoder trained on the subset only):* |  |  |  |  |  |
-| Supervised baseline | ResNet-18 (0.25x, small stem) | 65.0 | 80.1 | 95.5 | 99.0 |
-| *Linear classifier on frozen features:* |  |  |  |  |  |
-| SimCLR | ResNet-18 (0.25x, small stem) | 80.5 | 85.3 | 99.0 | 99.6 |
-| Random init (untrained) | ResNet-18 (0.25x, small stem) | 76.3 | 82.0 | 98.2 | 99.4 |
-| Raw pixels | raw pixels | 78.3 | 82.5 | 98.5 | 99.5 |
-| *Fine-tuned on the subset:* |  |  |  |  |  |
-| SimCLR | ResNet-18 (0.25x, small stem) | 77.1 | - | 98.1 | - |
+| Method | Architecture | Views | Top 1, 1% | Top 1, 10% | Top 5, 1% | Top 5, 10% |
+|:--|:--|--:|--:|--:|--:|--:|
+| *Supervised baseline (untrained encoder trained on the subset only):* |  |  |  |  |  |  |
+| Supervised baseline | ResNet-18 (0.25x, small stem) | 0 | 65.0 | 80.1 | 95.5 | 99.0 |
+| *Linear classifier on frozen features:* |  |  |  |  |  |  |
+| SimCLR | ResNet-18 (0.25x, small stem) | 102,400 | 80.5 | 85.3 | 99.0 | 99.6 |
+| Random init (untrained) | ResNet-18 (0.25x, small stem) | 0 | 76.3 | 82.0 | 98.2 | 99.4 |
+| Raw pixels | raw pixels | - | 78.3 | 82.5 | 98.5 | 99.5 |
+| *Fine-tuned on the subset:* |  |  |  |  |  |  |
+| SimCLR | ResNet-18 (0.25x, small stem) | 102,400 | 77.1 | - | 98.1 | - |
 """
 
 
@@ -121,7 +137,7 @@ def test_tables_match_the_papers_layout_exactly(results):
 
 def test_methods_not_run_print_dashes(results):
     relpos = next(r for r in results if r.method == "relpos")
-    assert "| Relative position | - | - | - | - |" in linear_table([relpos])
+    assert "| Relative position | - | - | - | - | - | - |" in linear_table([relpos])
 
 
 def test_summary_rows(results):
@@ -136,6 +152,10 @@ def test_summary_rows(results):
         "pct10_top1": 0.8533,
         "pct1_finetune_top1": 0.7712,
         "pct10_finetune_top1": None,
+        "pct1_distill_top1": None,
+        "pct10_distill_top1": None,
+        "budget_views": 102400,
+        "pretrain_s": 151.37,
     }
     assert rows["rotation"]["pct1_top1"] is None and rows["rotation"]["backbone"] == "ResNet-18 (0.25x, small stem)"
     assert all(v is None for k, v in rows["relpos"].items() if k != "method")

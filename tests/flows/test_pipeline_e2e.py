@@ -43,6 +43,7 @@ def _params() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"]["shard_size_mb"] = 0.1  # several shards a split: 13 train, 3 val
     params["train"]["knn"]["val_samples"] = 50
+    params["train"]["budget_views"] = None  # rotation's max_steps sets its length
     params["pretrain"]["methods"] = METHODS
     params["pretrain"]["rotation"].update(max_steps=2, batch_size=16)
     params["eval"]["extract"]["batch_size"] = 128

@@ -45,6 +45,7 @@ def _project(root: Path, source: Path) -> Path:
     params["pretrain"]["methods"] = ["simclr"]
     params["pretrain"]["simclr"].update(max_steps=4, batch_size=32)
     params["train"]["knn"]["val_samples"] = 50
+    params["train"]["budget_views"] = None  # simclr's max_steps sets its length
     params["eval"]["extract"]["batch_size"] = 128
     params["eval"]["linear"].update(l2_grid=[1.0e-3], max_iter=20)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

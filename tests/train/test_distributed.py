@@ -28,7 +28,6 @@ def test_two_node_torchrun_trains(tmp_path, tiny_project):
         *SMALL_MODEL,
         "train.batch_size=32",
         "train.epochs=1",
-        "pretrain.simclr.max_steps=null",
         "train.knn.val_samples=64",
         "augment.threads=1",
         "train.threads=1",

@@ -22,7 +22,6 @@ RUN = [
     *SMALL_MODEL,
     "train.batch_size=32",
     "train.epochs=2",
-    "pretrain.simclr.max_steps=null",  # the profile's cut-off: run the two epochs
     "train.checkpoint_every=10",
     "train.log_every=5",
     "train.warmup_epochs=0.5",
