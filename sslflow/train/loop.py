@@ -22,12 +22,12 @@ import torch
 from torch import nn
 
 from sslflow import paths
+from sslflow.augment.views import VIEWS_PER_IMAGE
 from sslflow.errors import UserError
 from sslflow.methods.base import Method
 from sslflow.methods.registry import build_method
 from sslflow.signals import TERMINATED_EXIT
 from sslflow.testpoints import pause_point
-from sslflow.augment.views import VIEWS_PER_IMAGE
 from sslflow.train import distributed as ddp
 from sslflow.train.checkpoint import config_hash, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sslflow.train.config import TrainCfg, method_train_cfg, run_steps
