@@ -201,7 +201,7 @@ def pipeline(params_file: str = "params.yaml", methods: list[str] | None = None)
             )
         results = {name: future.result() for name, future in futures.items()}
     if "report" in results:
-        publish_report(list(params.pretrain.methods))
+        publish_report()
     return results
 
 

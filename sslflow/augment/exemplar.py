@@ -12,6 +12,7 @@ mean squared gradient, so flat background is rarely a class of its own.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -29,23 +30,31 @@ from sslflow.augment.spec import ExemplarView
 ARTEFACT = paths.MODELS / "exemplar" / "patches.npz"
 
 
-def surrogate_patches(cfg: ExemplarView, seed: int, channels: int, shards_dir: Path, manifest: dict) -> np.ndarray:
-    """The stored patches if they were made from these shards and settings, else a fresh draw (then stored)."""
-    fingerprint = _fingerprint(cfg, seed, channels, manifest)
+def surrogate_patches(
+    cfg: ExemplarView, seed: int, channels: int, shards_dir: Path, manifest: dict, exclude=None
+) -> np.ndarray:
+    """The stored patches if they were made from these shards and settings, else a fresh draw (then stored).
+
+    exclude: train keys no patch may come from (the validation slice, under `eval.split: val`).
+    """
+    fingerprint = _fingerprint(cfg, seed, channels, manifest, exclude)
     if ARTEFACT.exists():
         with np.load(ARTEFACT) as stored:
             if str(stored["fingerprint"]) == fingerprint:
                 return stored["patches"]
-    patches, keys = sample_patches(load_catalogue(shards_dir, "train"), cfg, seed, channels)
+    patches, keys = sample_patches(load_catalogue(shards_dir, "train"), cfg, seed, channels, exclude)
     with atomic_path(ARTEFACT) as tmp:
         np.savez(tmp, patches=patches, keys=np.array(keys), fingerprint=np.array(fingerprint))
     return patches
 
 
-def sample_patches(cat: Catalogue, cfg: ExemplarView, seed: int, channels: int) -> tuple[np.ndarray, list[str]]:
-    """(N, p, p, C) uint8 patches and the key each came from; distinct images while N <= the split's size."""
+def sample_patches(
+    cat: Catalogue, cfg: ExemplarView, seed: int, channels: int, exclude=None
+) -> tuple[np.ndarray, list[str]]:
+    """(N, p, p, C) uint8 patches and the key each came from; distinct images while N <= the images drawn from."""
     rng = np.random.default_rng([seed, cfg.classes, cfg.patch])
-    sources = rng.choice(len(cat), size=cfg.classes, replace=cfg.classes > len(cat))
+    pool = cat.positions(set(cat.keys) - set(exclude)) if exclude else np.arange(len(cat))
+    sources = pool[rng.choice(len(pool), size=cfg.classes, replace=cfg.classes > len(pool))]
     patches = np.empty((cfg.classes, cfg.patch, cfg.patch, channels), np.uint8)
     for n, i in enumerate(tqdm(sources, desc="exemplar patches", unit="patch", disable=None, leave=False)):
         image = _at_least(decode(cat.read_image(int(i)), channels), cfg.patch)
@@ -83,16 +92,16 @@ def gradient_energy(patch: np.ndarray) -> float:
     return float((np.diff(grey, axis=0) ** 2).mean() + (np.diff(grey, axis=1) ** 2).mean())
 
 
-def _fingerprint(cfg: ExemplarView, seed: int, channels: int, manifest: dict) -> str:
+def _fingerprint(cfg: ExemplarView, seed: int, channels: int, manifest: dict, exclude=None) -> str:
     shards = [s["sha256"] for s in manifest["splits"]["train"]["shards"]]
-    return json.dumps(
-        {
-            "seed": seed,
-            "classes": cfg.classes,
-            "patch": cfg.patch,
-            "candidates": cfg.candidates,
-            "channels": channels,
-            "shards": shards,
-        },
-        sort_keys=True,
-    )
+    made_from = {
+        "seed": seed,
+        "classes": cfg.classes,
+        "patch": cfg.patch,
+        "candidates": cfg.candidates,
+        "channels": channels,
+        "shards": shards,
+    }
+    if exclude:
+        made_from["excluded"] = hashlib.sha256("\n".join(sorted(exclude)).encode()).hexdigest()
+    return json.dumps(made_from, sort_keys=True)

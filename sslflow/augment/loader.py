@@ -32,6 +32,7 @@ def make_loader(
     epoch: int = 0,
     skip_batches: int = 0,
     keys=None,
+    exclude=None,
     shuffle: bool = True,
     drop_last: bool = True,
     device="cpu",
@@ -40,7 +41,8 @@ def make_loader(
     """An iterable over one epoch of `kind` batches for this rank; len() = the batches it will yield.
 
     Same params.seed, epoch and rank -> identical batches; skip_batches=n yields
-    batches n, n+1, ... of that same epoch (len() shrinks by n).
+    batches n, n+1, ... of that same epoch (len() shrinks by n). keys: read only these
+    samples; exclude: read every sample (of `keys`, else of the split) but these.
     """
     check_request(kind, split, batch_size, rank, world_size, skip_batches)
     cfg = params.augment
@@ -69,7 +71,7 @@ def make_loader(
         slot=slot_for(rank, world_size, epoch, shuffle),
     )
     backend = pick_backend(cfg.backend)
-    _select(plan, params, keys, backend, manifest)
+    _select(plan, params, keys, exclude, backend, manifest)
     if plan.num_batches == 0:
         raise UserError(
             f"{shards_dir / split}: {plan.total} samples over {world_size} rank(s) give no batch of {batch_size}"
@@ -109,7 +111,7 @@ def pick_backend(requested: str) -> str:
     return requested
 
 
-def _select(plan: Plan, params, keys, backend: str, manifest: dict) -> None:
+def _select(plan: Plan, params, keys, exclude, backend: str, manifest: dict) -> None:
     """Fill in what the plan reads: exemplar patches, a keyed subset, or the whole split."""
     if plan.kind == "exemplar":
         if keys is not None:
@@ -117,13 +119,14 @@ def _select(plan: Plan, params, keys, backend: str, manifest: dict) -> None:
         from sslflow.augment.exemplar import surrogate_patches
 
         ex = params.augment.exemplar
-        plan.patches = surrogate_patches(ex, params.seed, plan.channels, plan.shards_dir, manifest)
+        plan.patches = surrogate_patches(ex, params.seed, plan.channels, plan.shards_dir, manifest, exclude)
         plan.total = ex.classes * ex.copies
         return
-    if keys is not None or backend == "torchvision":
+    if keys is not None or exclude is not None or backend == "torchvision":
         plan.catalogue = load_catalogue(plan.shards_dir, plan.split)
-        if keys is not None:
-            plan.positions = plan.catalogue.positions(set(keys))
+        if keys is not None or exclude is not None:
+            wanted = set(plan.catalogue.keys if keys is None else keys) - set(exclude or ())
+            plan.positions = plan.catalogue.positions(wanted)
             plan.total = len(plan.positions)
         else:
             plan.total = len(plan.catalogue)

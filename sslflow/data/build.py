@@ -19,7 +19,7 @@ from sslflow.data.manifest import MANIFEST, build_manifest, split_entry
 from sslflow.data.records import SPLITS, Source
 from sslflow.data.shards import ShardResult, ShardTask, plan_shards, shard_name, write_shards
 from sslflow.data.sources import open_source
-from sslflow.data.subsets import read_file_lists, sample_subsets, write_subsets
+from sslflow.data.subsets import VAL, read_file_lists, sample_subsets, sample_val_slice, write_subsets
 from sslflow.data.tarwriter import ShardInfo
 
 WORK = ".work"
@@ -79,9 +79,13 @@ def _drop_empty(results: list[ShardResult], directory: Path) -> list[ShardInfo]:
 
 
 def _subsets(cfg: DataCfg, source: Source, train: list[tuple[str, int]], skipped: list[dict]) -> dict[str, list[str]]:
-    if cfg.subsets.files is None:
-        return sample_subsets(train, len(source.classes), cfg.subsets.seed)
+    """The label subsets (sampled, or the published lists) and the validation slice, apart from them."""
+    sub = cfg.subsets
+    if sub.files is None:
+        return sample_subsets(train, source.classes, sub.seed, sub.val_fraction)
     from sslflow.data.imagenet import key_of_file_name
 
     skipped_names = {Path(s["file"]).name for s in skipped}
-    return read_file_lists(cfg.subsets.files, key_of_file_name, {k for k, _ in train}, skipped_names)
+    subsets = read_file_lists(sub.files, key_of_file_name, {k for k, _ in train}, skipped_names)
+    labelled = {key for keys in subsets.values() for key in keys}
+    return {**subsets, VAL: sample_val_slice(train, source.classes, sub.seed, sub.val_fraction, labelled)}

@@ -10,9 +10,12 @@ from sslflow.section import PathField, Section
 
 
 class SubsetsCfg(Section):
-    """Label subsets for the low-label protocol (1% and 10%, nested)."""
+    """Label subsets for the low-label protocol (1% and 10%, nested), and the validation slice held out of train."""
 
     seed: int = 0
+    val_fraction: float = Field(
+        0.1, gt=0, lt=1, description="of each class's train images: the validation slice that `eval.split: val` scores on"
+    )
     # ILSVRC2012: the published SimCLR lists (one file name per line) instead of sampling.
     files: dict[FractionName, PathField] | None = None
 

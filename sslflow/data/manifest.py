@@ -62,8 +62,8 @@ def load_manifest(shards_dir: Path | str = paths.SHARDS) -> dict:
     return manifest
 
 
-def check_shard_sizes(manifest: dict, shards_dir: Path | str = paths.SHARDS) -> None:
-    """UserError naming the first shard that is missing or not the size the manifest records.
+def check_shard_sizes(manifest: dict, shards_dir: Path | str = paths.SHARDS, splits=None) -> None:
+    """UserError naming the first shard (of `splits`, default all) that is missing or not the size the manifest records.
 
     One stat per shard, cheap enough for every stage that reads shards: it stops a
     truncated or half-copied tar before a reader meets it mid-member (DALI aborts
@@ -71,6 +71,8 @@ def check_shard_sizes(manifest: dict, shards_dir: Path | str = paths.SHARDS) -> 
     hashes every shard.
     """
     for split, entry in manifest["splits"].items():
+        if splits is not None and split not in splits:
+            continue
         for shard in entry["shards"]:
             path = Path(shards_dir) / split / shard["name"]
             try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sslflow import paths
 from sslflow.data.index import unsafe_member_name
-from sslflow.data.subsets import FRACTIONS
+from sslflow.data.subsets import FRACTIONS, VAL
 from sslflow.errors import UserError
 
 IMAGE_EXTS = ("jpg", "png")
@@ -38,9 +38,10 @@ def iter_samples(shards_dir: Path | str = paths.SHARDS, split: str = "train") ->
 
 
 def read_subset(name: str, shards_dir: Path | str = paths.SHARDS) -> list[str]:
-    """The train keys of a label subset ('1pct' or '10pct'), as written by `sslflow shard`."""
-    if name not in FRACTIONS:
-        raise UserError(f"subset {name!r}: expected one of {', '.join(FRACTIONS)}")
+    """The train keys of a label subset ('1pct', '10pct') or of the validation slice ('val'), as `sslflow shard`
+    wrote them."""
+    if name not in (*FRACTIONS, VAL):
+        raise UserError(f"subset {name!r}: expected one of {', '.join((*FRACTIONS, VAL))}")
     path = Path(shards_dir) / "subsets" / f"{name}.txt"
     try:
         return path.read_text().split()

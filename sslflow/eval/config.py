@@ -118,6 +118,11 @@ class LowLabelCfg(Section):
 
 
 class EvalCfg(Section):
+    split: Literal["val", "test"] = Field(
+        "test",
+        description="test: score on the source's evaluation split (the final tables); val: on the validation slice "
+        "held out of train, which then leaves every training step (tuning; sslflow/eval/split.py)",
+    )
     extract: ExtractCfg = ExtractCfg()
     linear: LinearCfg = LinearCfg()
     lowlabel: LowLabelCfg = LowLabelCfg()

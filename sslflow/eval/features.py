@@ -9,7 +9,7 @@ over from another encoder are refused instead of silently evaluated.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,10 @@ class FeatureSet:
     head_layers: int  # projection-head layers kept on top of the backbone
     backbone: str  # table name of the architecture, e.g. "ResNet-18 (small stem)"
     params_m: float  # encoder parameters in millions
+
+    def take(self, rows: np.ndarray) -> FeatureSet:
+        """These rows only (in this order), from the same encoder."""
+        return replace(self, features=self.features[rows], labels=self.labels[rows], keys=self.keys[rows])
 
     def rows(self, keys: Iterable[str], path: Path | str) -> np.ndarray:
         """Row indices of `keys` (e.g. a label subset); UserError naming `path` if one is absent."""

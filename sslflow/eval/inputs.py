@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from sslflow import paths
 from sslflow.errors import UserError
 from sslflow.eval.features import FeatureSet, load_features
+from sslflow.eval.split import EvalSplit
 
 
 def encoder_fingerprint(method: str) -> str:
@@ -27,12 +30,19 @@ def encoder_fingerprint(method: str) -> str:
         raise UserError(f"{path}: not a readable encoder file ({type(exc).__name__})") from None
 
 
-def method_features(method: str) -> tuple[FeatureSet, FeatureSet]:
-    """(train, val) features of `method`; UserError naming the file if either was made by another encoder."""
+def method_features(method: str, split: EvalSplit) -> tuple[FeatureSet, FeatureSet]:
+    """(train, scored) features of `method` under the protocol's split: train.npz and val.npz, or under
+    `eval.split: val` train.npz's rows outside and inside the validation slice. UserError naming the file
+    if one was made by another encoder."""
     fingerprint = encoder_fingerprint(method)
-    train = load_features(paths.features(method, "train"), fingerprint=fingerprint, method=method)
-    val = load_features(paths.features(method, "val"), fingerprint=fingerprint, method=method)
-    return train, val
+    train_path = paths.features(method, "train")
+    train = load_features(train_path, fingerprint=fingerprint, method=method)
+    if split.name == "test":
+        return train, load_features(paths.features(method, "val"), fingerprint=fingerprint, method=method)
+    held_out = np.isin(train.keys, np.array(sorted(split.held_out)))
+    if held_out.sum() != len(split.held_out):
+        raise UserError(f"{train_path}: holds {held_out.sum()} of the validation slice's {len(split.held_out)} images")
+    return train.take(np.flatnonzero(~held_out)), train.take(np.flatnonzero(held_out))
 
 
 def num_classes(*sets: FeatureSet) -> int:

@@ -1,6 +1,7 @@
 """The 1% / 10% label protocol for one method and one label subset.
 
-Three classifiers, each scored on the whole val split:
+Three classifiers, each scored on every image of the protocol's split (the test split, or the
+validation slice under `eval.split: val`, which then leaves train: sslflow/eval/split.py):
 - linear: the linear probe on the subset's rows of the frozen train features;
 - finetune: the encoder fine-tuned on the subset (crop + flip only), none for
   raw pixels; from a random_init encoder this is supervised training from
@@ -19,6 +20,7 @@ from sslflow import paths
 from sslflow.eval.features import FeatureSet
 from sslflow.eval.finetune import Batches, build_classifier, cross_entropy_loss, evaluate, train
 from sslflow.eval.linear_probe import probe_with
+from sslflow.eval.split import EvalSplit
 
 NO_FINETUNE = ("raw_pixels",)  # a flatten "encoder" has no weights to tune
 
@@ -45,32 +47,49 @@ def probe_subset(params, train: FeatureSet, val: FeatureSet, rows: np.ndarray, n
     return {"linear_top1": result.top1, "linear_top5": result.top5, "linear_l2": result.l2}
 
 
-def train_batches(params, *, keys: Sequence[str] | None, batch_size: int, device: str) -> Batches:
-    """epoch -> crop + flip batches of the train split (restricted to `keys` when given)."""
+def train_batches(
+    params, *, keys: Sequence[str] | None, batch_size: int, device: str, exclude=None
+) -> Batches:
+    """epoch -> crop + flip batches of the train split (restricted to `keys` when given, less `exclude`)."""
     from sslflow.augment.loader import make_loader
 
     keyset = None if keys is None else set(keys)
 
     def batches(epoch: int):
         return make_loader(
-            params, kind="supervised", split="train", batch_size=batch_size, epoch=epoch, keys=keyset, device=device
+            params,
+            kind="supervised",
+            split="train",
+            batch_size=batch_size,
+            epoch=epoch,
+            keys=keyset,
+            exclude=exclude,
+            device=device,
         )
 
     return batches
 
 
-def val_batches(params, device: str):
-    """Every val image once, eval view (resize + centre crop)."""
+def scored_batches(params, split: EvalSplit, device: str):
+    """Every image the protocol scores on once, eval view (resize + centre crop)."""
     from sslflow.augment.loader import make_loader
 
     cfg = params.eval.lowlabel.finetune
     return make_loader(
-        params, kind="eval", split="val", batch_size=cfg.eval_batch_size, shuffle=False, drop_last=False, device=device
+        params,
+        kind="eval",
+        batch_size=cfg.eval_batch_size,
+        shuffle=False,
+        drop_last=False,
+        device=device,
+        **split.scored,
     )
 
 
-def finetune_subset(params, method: str, fraction: str, keys: Sequence[str], n_classes: int, device: str):
-    """Fine-tune the method's encoder on the subset; return (model, head_layers used, top-1, top-5 on val)."""
+def finetune_subset(
+    params, split: EvalSplit, method: str, fraction: str, keys: Sequence[str], n_classes: int, device: str
+):
+    """Fine-tune the method's encoder on the subset; return (model, head_layers used, top-1, top-5 scored)."""
     from sslflow.models.encoder import read_encoder
     from sslflow.models.heads import head_layers_to_keep
 
@@ -89,11 +108,13 @@ def finetune_subset(params, method: str, fraction: str, keys: Sequence[str], n_c
         desc=f"{method} fine-tune {fraction}",
         log_every=params.train.log_every,
     )
-    top1, top5 = evaluate(model, val_batches(params, device), device, desc=f"{method} {fraction} val")
+    top1, top5 = evaluate(model, scored_batches(params, split, device), device, desc=f"{method} {fraction} {split.name}")
     return model, head_layers, top1, top5
 
 
-def distill_student(params, method: str, teacher, head_layers: int, n_classes: int, fraction: str, device: str):
+def distill_student(
+    params, split: EvalSplit, method: str, teacher, head_layers: int, n_classes: int, fraction: str, device: str
+):
     """Train a student (same architecture, from the pretrained encoder) on the teacher's soft labels; top-1, top-5."""
     from sslflow.eval.distill import distillation_loss
 
@@ -102,7 +123,7 @@ def distill_student(params, method: str, teacher, head_layers: int, n_classes: i
     student = build_classifier(paths.encoder(method), head_layers=head_layers, n_classes=n_classes, device=device)
     train(
         student,
-        train_batches(params, keys=None, batch_size=cfg.batch_size, device=device),
+        train_batches(params, keys=None, batch_size=cfg.batch_size, device=device, exclude=split.train_exclude),
         distillation_loss(teacher, cfg.temperature, device),
         epochs=cfg.epochs,
         lr=cfg.lr * cfg.batch_size / 256,
@@ -111,11 +132,13 @@ def distill_student(params, method: str, teacher, head_layers: int, n_classes: i
         desc=f"{method} distill {fraction}",
         log_every=params.train.log_every,
     )
-    return evaluate(student, val_batches(params, device), device, desc=f"{method} {fraction} student val")
+    scored = scored_batches(params, split, device)
+    return evaluate(student, scored, device, desc=f"{method} {fraction} student {split.name}")
 
 
 def evaluate_fraction(
     params,
+    split: EvalSplit,
     method: str,
     fraction: str,
     keys: Sequence[str],
@@ -133,10 +156,10 @@ def evaluate_fraction(
     if not cfg.finetune.enabled or method in NO_FINETUNE:
         return result
     teacher, head_layers, result["finetune_top1"], result["finetune_top5"] = finetune_subset(
-        params, method, fraction, keys, n_classes, device
+        params, split, method, fraction, keys, n_classes, device
     )
     if cfg.distill.enabled:
         result["distill_top1"], result["distill_top5"] = distill_student(
-            params, method, teacher, head_layers, n_classes, fraction, device
+            params, split, method, teacher, head_layers, n_classes, fraction, device
         )
     return result

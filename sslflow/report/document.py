@@ -21,15 +21,19 @@ from sslflow.report.tables import linear_table, lowlabel_table
 
 INTRO = """# Results
 
-Accuracies are percentages on the val split; "-" marks what was not run.
+Accuracies are percentages on {scored_on}; "-" marks what was not run.
 Controls are computed by the same code on the same splits as the methods.
+*Views* is each method's pretraining budget (the images its backbone processed,
+every view counted) and *Pretrain (s)* the seconds it took.
 """
+
+TEST_SPLIT = "the test split (data/shards/val; eval.split: test)"
 
 LINEAR_TEXT = """## Linear evaluation
 
 The encoder is frozen; a multinomial logistic regression is trained on its
 standardised features with all train labels, its L2 strength chosen on a
-held-out slice of train (never on val).
+held-out slice of train (never on the images scored).
 """
 
 LOWLABEL_TEXT = """## Label fractions
@@ -46,9 +50,10 @@ def report_markdown(
     figures: list[tuple[str, str]],
     ablations: list[AblationFigure],
     ablation_line: str,
+    scored_on: str = TEST_SPLIT,
 ) -> str:
     """The whole report.md: intro, both tables, the figures (paths relative to reports/), the ablations."""
-    parts = [tables_markdown(results)]
+    parts = [tables_markdown(results, scored_on)]
     if figures:
         parts.append("## Plots\n\n" + "\n".join(f"![{caption}]({name})\n" for caption, name in figures))
     parts.append("## Ablations\n\n" + ablation_line + "\n")
@@ -57,10 +62,11 @@ def report_markdown(
     return "\n".join(parts)
 
 
-def tables_markdown(results: list[MethodResults]) -> str:
+def tables_markdown(results: list[MethodResults], scored_on: str = TEST_SPLIT) -> str:
     """The report's text and tables without its figures: what a page without reports/'s images shows
-    (Prefect's UI)."""
-    return "\n".join([INTRO, LINEAR_TEXT, linear_table(results), LOWLABEL_TEXT, lowlabel_table(results)])
+    (Prefect's UI). scored_on: the images the accuracies are measured on (sslflow.eval.split)."""
+    intro = INTRO.format(scored_on=scored_on)
+    return "\n".join([intro, LINEAR_TEXT, linear_table(results), LOWLABEL_TEXT, lowlabel_table(results)])
 
 
 def ablation_table(figure: AblationFigure) -> str:
@@ -81,6 +87,7 @@ def build_report(
     live_dir: Path = LIVE_DIR,
     dest: Path = paths.REPORTS,
     draw_views: Callable[[Path], list[tuple[str, str]]] | None = None,
+    scored_on: str = TEST_SPLIT,
 ) -> list[dict]:
     """Write `dest` atomically (whole or not at all) and return the summary rows.
 
@@ -104,6 +111,6 @@ def build_report(
             figures += [(caption, f"augment/{name}") for caption, name in draw_views(tmp / "augment")]
         drawn = ablation_figures(experiments.experiments, tmp / "plots")
         line = experiments_line(experiments, len(drawn))
-        (tmp / "report.md").write_text(report_markdown(results, figures, drawn, line))
+        (tmp / "report.md").write_text(report_markdown(results, figures, drawn, line, scored_on))
     print(f"{dest / 'report.md'}: ablations: {line}")
     return rows

@@ -2,7 +2,9 @@
 
 Eval views only (resize + centre crop), every sample once in shard order, on the
 GPU when there is one. The encoder's fingerprint goes into each file so the
-`linear` and `lowlabel` stages refuse features made by another encoder.
+`linear` and `lowlabel` stages refuse features made by another encoder. Under
+`eval.split: val` only train.npz is made: the validation slice's rows are in it,
+and the test split is not read (sslflow/eval/split.py).
 """
 
 from __future__ import annotations
@@ -16,9 +18,6 @@ from sslflow import paths
 from sslflow.methods.registry import names
 from sslflow.params import Params
 
-SPLITS = ("train", "val")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, choices=names(), help="whose encoder to run")
 
@@ -31,6 +30,7 @@ def run(params: Params, method: str) -> dict[str, int]:
     from sslflow.errors import UserError
     from sslflow.eval.device import default_device
     from sslflow.eval.features import FeatureSet, extract, save_features
+    from sslflow.eval.split import eval_split
     from sslflow.models.encoder import load_encoder, read_encoder
     from sslflow.models.heads import head_layers_to_keep
 
@@ -45,11 +45,12 @@ def run(params: Params, method: str) -> dict[str, int]:
             f"(rerun `sslflow pretrain --method {method}`)"
         )
     manifest = load_manifest(paths.SHARDS)
-    check_shard_sizes(manifest, paths.SHARDS)
+    splits = eval_split(params).shard_splits
+    check_shard_sizes(manifest, paths.SHARDS, splits)
     rows = {}
     start = time.perf_counter()
     with atomic_dir(paths.FEATURES / method) as tmp:
-        for split in SPLITS:
+        for split in splits:
             loader = make_loader(
                 params,
                 kind="eval",
@@ -83,7 +84,6 @@ def run(params: Params, method: str) -> dict[str, int]:
     took = time.perf_counter() - start
     dim = features.shape[1]
     where = f", after {head_layers} head layer(s)" if head_layers else ""
-    print(
-        f"{paths.FEATURES / method}: train {rows['train']} x {dim}, val {rows['val']} x {dim}{where} on {device} ({took:.1f} s)"
-    )
+    shapes = ", ".join(f"{split} {n} x {dim}" for split, n in rows.items())
+    print(f"{paths.FEATURES / method}: {shapes}{where} on {device} ({took:.1f} s)")
     return rows

@@ -1,7 +1,8 @@
 """Linear evaluation: logistic regression on a method's frozen features -> metrics/<method>/linear.json.
 
-Top-1 / top-5 on val (fractions); the L2 strength is chosen on a held-out slice
-of train and the probe refit on all of train (see sslflow.eval.linear_probe).
+Top-1 / top-5 (fractions) on the split `eval.split` names (sslflow/eval/split.py); the L2
+strength is chosen on a held-out slice of train and the probe refit on all of train (see
+sslflow.eval.linear_probe).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ def run(params: Params, method: str) -> dict:
     from sslflow.atomic import write_json
     from sslflow.eval.inputs import method_features, num_classes
     from sslflow.eval.linear_probe import probe_with
+    from sslflow.eval.split import eval_split
     from sslflow.testpoints import pause_point
 
     start = time.perf_counter()
-    train, val = method_features(method)
+    train, val = method_features(method, eval_split(params))
     result = probe_with(
         params.eval.linear,
         train.features,

@@ -2,8 +2,9 @@
 
 Per label subset (data/shards/subsets/<fraction>.txt): a linear probe on the
 subset's frozen features, the encoder fine-tuned on the subset, and optionally a
-self-distilled student (sslflow.eval.lowlabel). Accuracies are fractions on val;
-a classifier that does not apply (raw pixels have nothing to fine-tune) is null.
+self-distilled student (sslflow.eval.lowlabel). Accuracies are fractions on the split
+`eval.split` names; a classifier that does not apply (raw pixels have nothing to
+fine-tune) is null.
 """
 
 from __future__ import annotations
@@ -30,18 +31,20 @@ def run(params: Params, method: str) -> dict:
     from sslflow.eval.device import default_device
     from sslflow.eval.inputs import method_features, num_classes
     from sslflow.eval.lowlabel import evaluate_fraction
+    from sslflow.eval.split import eval_split
     from sslflow.testpoints import pause_point
 
     device = default_device()
-    check_shard_sizes(load_manifest(paths.SHARDS), paths.SHARDS)  # fine-tuning reads the shards
-    train, val = method_features(method)
+    split = eval_split(params)
+    check_shard_sizes(load_manifest(paths.SHARDS), paths.SHARDS, split.shard_splits)  # fine-tuning reads the shards
+    train, val = method_features(method, split)
     n_classes = num_classes(train, val)
     metrics = {}
     for fraction in params.eval.lowlabel.fractions:
         start = time.perf_counter()
         torch.manual_seed(params.seed)  # the new classifier layers start the same on every run
         keys = read_subset(fraction, paths.SHARDS)
-        metrics[fraction] = evaluate_fraction(params, method, fraction, keys, train, val, n_classes, device)
+        metrics[fraction] = evaluate_fraction(params, split, method, fraction, keys, train, val, n_classes, device)
         print(f"{method} {fraction}: {_describe(metrics[fraction])} ({time.perf_counter() - start:.1f} s)")
         pause_point("lowlabel.fraction", len(metrics))
     write_json(paths.metrics(method, "lowlabel"), metrics)

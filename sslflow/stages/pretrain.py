@@ -39,6 +39,7 @@ def run_control(params, method: str) -> dict:
     """random_init / raw_pixels: save the untrained encoder, with a kNN number for the same monitor."""
     from sslflow.augment.loader import in_channels
     from sslflow.data.manifest import check_shard_sizes, load_manifest
+    from sslflow.eval.split import eval_split
     from sslflow.train.checkpoint import save_checkpoint
     from sslflow.train.distributed import pick_device
     from sslflow.train.export import export_encoder, write_metrics
@@ -47,7 +48,7 @@ def run_control(params, method: str) -> dict:
     started = time.perf_counter()
     channels = in_channels(params)
     manifest = load_manifest()
-    check_shard_sizes(manifest)
+    check_shard_sizes(manifest, paths.SHARDS, eval_split(params).shard_splits)
     classes = manifest["classes"]
     encoder = method_spec(method).encoder(params, channels)
     device = pick_device(params.train.device)

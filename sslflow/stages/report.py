@@ -20,11 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(params: Params, no_experiments: bool = False) -> list[dict]:
     """Build reports/ atomically from the metrics of params.pretrain.methods; return summary.json's rows."""
     from sslflow.report.ablation import ExperimentsRead, gather_experiments
+    from sslflow.eval.split import eval_split
     from sslflow.report.document import build_report
 
     experiments = ExperimentsRead([], "not read (--no-experiments)") if no_experiments else gather_experiments(".")
     rows = build_report(
-        list(params.pretrain.methods), experiments, draw_views=lambda folder: draw_views(params, folder)
+        list(params.pretrain.methods),
+        experiments,
+        draw_views=lambda folder: draw_views(params, folder),
+        scored_on=eval_split(params).describe(),
     )
     print(f"{paths.REPORTS / 'report.md'}: {len(rows)} rows, {len(experiments.experiments)} experiment(s) read")
     return rows

@@ -24,6 +24,7 @@ from torch import nn
 from sslflow import paths
 from sslflow.augment.views import VIEWS_PER_IMAGE
 from sslflow.errors import UserError
+from sslflow.eval.split import eval_split
 from sslflow.methods.base import Method
 from sslflow.methods.registry import build_method
 from sslflow.signals import TERMINATED_EXIT
@@ -103,12 +104,14 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.manifest = load_manifest()
-        check_shard_sizes(self.manifest)
+        split = eval_split(params)
+        check_shard_sizes(self.manifest, paths.SHARDS, split.shard_splits)
         self.in_channels = in_channels(params)
         self.device = env.device
         # bf16 on a CPU is CPU autocast: slower there, but it runs the GPU profiles' code path
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         torch.manual_seed(params.seed)  # the same initial weights on every rank and every run
+        self.train_exclude = split.train_exclude  # the validation slice, under eval.split: val
         self.method: Method = build_method(method, params, self.in_channels, len(self.manifest["classes"]))
         self.method.to(self.device)
         if cfg.channels_last:
@@ -122,6 +125,7 @@ class Trainer:
             params.model.model_dump(),
             cfg.model_dump(exclude=OPERATIONAL),
             getattr(params.pretrain, method).model_dump(),
+            params.eval.split,
             [s["sha256"] for s in self.manifest["splits"]["train"]["shards"]],
             _source_digest(),
         )
@@ -140,6 +144,7 @@ class Trainer:
             world_size=self.env.world_size,
             epoch=epoch,
             skip_batches=skip,
+            exclude=self.train_exclude,
             device=self.device,
         )
 

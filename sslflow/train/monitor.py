@@ -178,13 +178,15 @@ class Monitor:
 
 
 def knn_monitor(params, encoder, device, knn_cfg, num_classes: int, batch_size: int = 256, bf16: bool = False) -> float:
-    """Weighted kNN top-1: the labelled train subset as memory bank, the first val images as queries."""
+    """Weighted kNN top-1: the labelled train subset as memory bank, the first images the protocol scores on
+    (the test split's, or the validation slice's under `eval.split: val`) as queries."""
     from sslflow.augment.loader import make_loader
     from sslflow.data.read import read_subset
+    from sslflow.eval.split import eval_split
 
     common = {"kind": "eval", "batch_size": batch_size, "shuffle": False, "drop_last": False, "device": device}
     bank_loader = make_loader(params, split="train", keys=read_subset(knn_cfg.train_subset, paths.SHARDS), **common)
-    query_loader = make_loader(params, split="val", **common)
+    query_loader = make_loader(params, **eval_split(params).scored, **common)
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 else nullcontext()
     with autocast:
         bank = extract_features(encoder, bank_loader, device)

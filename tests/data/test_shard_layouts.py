@@ -120,7 +120,10 @@ def test_imagenet_published_subset_lists(tmp_path):
     manifest = shard_in(project)
     assert read_subset("1pct", project / "data/shards") == ["n01440764_10003", "n01443537_10001"]
     assert read_subset("10pct", project / "data/shards") == ["n01440764_10003", "n01443537_10001", "n01484850_10009"]
-    assert manifest["subsets"] == {"1pct": 2, "10pct": 3}
+    assert manifest["subsets"] == {"1pct": 2, "10pct": 3, "val": 3}
+    val = read_subset("val", project / "data/shards")  # one image a class, none of the listed ones
+    assert sorted(key.split("_")[0] for key in val) == ["n01440764", "n01443537", "n01484850"]
+    assert not set(val) & {name.removesuffix(".JPEG") for name in lists["10pct"]}
 
     (tmp_path / "1pct.txt").write_text("n01440764_99999.JPEG\n")
     with pytest.raises(UserError, match=r"1pct.txt:1: n01440764_99999.JPEG is not a train image"):
@@ -141,7 +144,7 @@ def test_published_list_naming_a_skipped_image(tmp_path):
             "reason": "truncated JPEG (no end-of-image marker after the last scan)",
         }
     ]
-    assert manifest["subsets"] == {"1pct": 1, "10pct": 1}
+    assert manifest["subsets"] == {"1pct": 1, "10pct": 1, "val": 3}
     assert manifest["splits"]["train"]["count"] == 11
 
 

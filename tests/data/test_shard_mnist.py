@@ -50,7 +50,7 @@ def test_manifest_counts_and_classes(tiny_project):
     assert manifest["splits"]["train"]["per_class"] == {c: 100 for c in FMNIST_CLASSES}
     assert manifest["splits"]["val"]["per_class"] == {c: 20 for c in FMNIST_CLASSES}
     assert manifest["skipped"] == []
-    assert manifest["subsets"] == {"1pct": 10, "10pct": 100}
+    assert manifest["subsets"] == {"1pct": 10, "10pct": 100, "val": 100}
     for split in ("train", "val"):
         shards = manifest["splits"][split]["shards"]
         assert len(shards) >= 2
