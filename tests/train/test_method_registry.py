@@ -91,7 +91,11 @@ def test_a_method_from_a_file_elsewhere_runs_through_pretrain_and_the_report(tra
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (train_project / "reports/report.md").read_text()
     methods_group = report.split("*Self-supervised methods:*")[1].split("*Controls:*")[0]
-    row = f"| Toy rotations | {summary['backbone']} | {summary['params_m']:.2f} | {100 * linear['top1']:.1f} |"
+    assert summary["views"] == 3 * 16 * 4, "a plugin's view kind counts its views: rotation's four"
+    row = (
+        f"| Toy rotations | {summary['backbone']} | {summary['params_m']:.2f} | 192 | {summary['wall_s']:.0f} "
+        f"| {100 * linear['top1']:.1f} |"
+    )
     assert row in methods_group
     rows = json.loads((train_project / "reports/summary.json").read_text())
     assert [r["method"] for r in rows] == ["toy", "random_init"]
