@@ -192,7 +192,7 @@ def test_pipeline_flow_matches_dvc_repro_and_reruns_nothing(tmp_path, source, re
         for shard in manifest["splits"][split]["shards"]:
             tar = root / "data/shards" / split / shard["name"]
             assert _sha(tar) == shard["sha256"] and tar.with_suffix(".idx").is_file()
-    assert {p.name for p in (root / "data/shards/subsets").iterdir()} == {"1pct.txt", "10pct.txt"}
+    assert {p.name for p in (root / "data/shards/subsets").iterdir()} == {"1pct.txt", "10pct.txt", "val.txt"}
     for m in METHODS:
         assert (root / f"models/{m}/encoder.pt").is_file()
         assert {p.name for p in (root / f"data/features/{m}").iterdir()} == {"train.npz", "val.npz"}
