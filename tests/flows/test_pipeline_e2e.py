@@ -247,7 +247,13 @@ def test_pipeline_flow_matches_dvc_repro_and_reruns_nothing(tmp_path, source, re
     other, repro_log = repro_project
     assert _ran_by_repro(repro_log) == set(first)
     deterministic = ("data/shards", "data/features", "reports")
-    assert _files(root, *deterministic) == _files(other, *deterministic)
+    timed = {"reports/report.md", "reports/summary.json"}  # they show each pretraining's seconds
+    ours, theirs = ({k: v for k, v in _files(r, *deterministic).items() if k not in timed} for r in (root, other))
+    assert ours == theirs
+    assert _untimed_report(root) == _untimed_report(other)
+    for ours, theirs in zip(*(json.loads((r / "reports/summary.json").read_text()) for r in (root, other))):
+        assert ours.pop("pretrain_s") > 0 and theirs.pop("pretrain_s") > 0
+        assert ours == theirs
     assert _files(root, "metrics").keys() == _files(other, "metrics").keys()
     for m in METHODS:
         for kind in ("linear", "lowlabel"):
@@ -289,6 +295,15 @@ def test_repro_twice_then_one_param(tmp_path, repro_project):
     _set(root, "pretrain.rotation.lr", 0.5)
     assert _status(root).keys() - {"report"} == {"pretrain@rotation"}  # not the controls', nor the shards
     assert yaml.safe_load((root / "dvc.lock").read_text())["stages"]["shard"]
+
+
+def _untimed_report(root: Path) -> str:
+    """report.md with the linear table's Pretrain (s) cells blanked: the one thing two runs may differ in."""
+    head, linear, rest = re.split(
+        r"(?=^## Linear evaluation|^## Label fractions)", (root / "reports/report.md").read_text(), flags=re.M
+    )
+    linear = re.sub(r"^((?:\|[^|\n]*){4}\|) [0-9]+ \|", r"\1 s |", linear, flags=re.M)
+    return head + linear + rest
 
 
 def _corrupt_in_place(path: Path, old: bytes, new: bytes) -> None:
