@@ -14,7 +14,10 @@ class SubsetsCfg(Section):
 
     seed: int = 0
     val_fraction: float = Field(
-        0.1, gt=0, lt=1, description="of each class's train images: the validation slice that `eval.split: val` scores on"
+        0.1,
+        gt=0,
+        lt=1,
+        description="of each class's train images: the validation slice that `eval.split: val` scores on",
     )
     # ILSVRC2012: the published SimCLR lists (one file name per line) instead of sampling.
     files: dict[FractionName, PathField] | None = None

@@ -47,9 +47,7 @@ def probe_subset(params, train: FeatureSet, val: FeatureSet, rows: np.ndarray, n
     return {"linear_top1": result.top1, "linear_top5": result.top5, "linear_l2": result.l2}
 
 
-def train_batches(
-    params, *, keys: Sequence[str] | None, batch_size: int, device: str, exclude=None
-) -> Batches:
+def train_batches(params, *, keys: Sequence[str] | None, batch_size: int, device: str, exclude=None) -> Batches:
     """epoch -> crop + flip batches of the train split (restricted to `keys` when given, less `exclude`)."""
     from sslflow.augment.loader import make_loader
 
@@ -108,7 +106,9 @@ def finetune_subset(
         desc=f"{method} fine-tune {fraction}",
         log_every=params.train.log_every,
     )
-    top1, top5 = evaluate(model, scored_batches(params, split, device), device, desc=f"{method} {fraction} {split.name}")
+    top1, top5 = evaluate(
+        model, scored_batches(params, split, device), device, desc=f"{method} {fraction} {split.name}"
+    )
     return model, head_layers, top1, top5
 
 

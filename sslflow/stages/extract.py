@@ -18,6 +18,7 @@ from sslflow import paths
 from sslflow.methods.registry import names
 from sslflow.params import Params
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, choices=names(), help="whose encoder to run")
 

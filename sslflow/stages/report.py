@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(params: Params, no_experiments: bool = False) -> list[dict]:
     """Build reports/ atomically from the metrics of params.pretrain.methods; return summary.json's rows."""
-    from sslflow.report.ablation import ExperimentsRead, gather_experiments
     from sslflow.eval.split import eval_split
+    from sslflow.report.ablation import ExperimentsRead, gather_experiments
     from sslflow.report.document import build_report
 
     experiments = ExperimentsRead([], "not read (--no-experiments)") if no_experiments else gather_experiments(".")
