@@ -163,17 +163,15 @@ def _pipeline_run_name() -> str:
 def stage_label(stage: Stage, params: Params) -> str:
     """A task run's name: the DVC stage, and for pretraining the method's budget, e.g.
     'pretrain@simclr (102,400 views: 400 steps, batch 128, sgd lr 0.5)'."""
-    from sslflow.augment.views import VIEWS_PER_IMAGE
-    from sslflow.methods.registry import method_spec, trains
-    from sslflow.train.config import method_train_cfg, run_steps
+    from sslflow.methods.registry import planned_steps, trains
+    from sslflow.train.config import method_train_cfg
 
     kind, _, method = stage.name.partition("@")
     if kind != "pretrain" or not method or not trains(method):
         return stage.name
     cfg = method_train_cfg(params.train, params.pretrain, method)
     if cfg.budget_views is not None:
-        views = VIEWS_PER_IMAGE[method_spec(method).views]
-        budget = f"{cfg.budget_views:,} views: {run_steps(cfg, 0, views)} steps"
+        budget = f"{cfg.budget_views:,} views: {planned_steps(params, method)} steps"
     else:
         budget = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs:g} epochs"
     return f"{stage.name} ({budget}, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g})"

@@ -26,7 +26,7 @@ OUTPUTS = {
 
 # Views the backbone processes per sample of a batch, the unit of `train.budget_views`: SimCLR's two
 # augmentations, rotation's four, relative position's centre and neighbour patches.
-VIEWS_PER_IMAGE = {"simclr": 2, "rotation": 4, "relpos": 2, "exemplar": 1, "supervised": 1, "eval": 1}
+VIEWS_PER_IMAGE = {"simclr": 2, "rotation": 4, "relpos": 2, "exemplar": 1, "supervised": 1}
 
 # Doersch et al.'s label order: the 8 neighbours of the centre cell in reading order,
 # as (row, column) offsets in cells. Label l is cell l of the 3x3 grid, skipping the centre.

@@ -19,8 +19,6 @@ from pathlib import Path
 
 from sslflow import paths
 
-SPLITS = ("val", "test")
-
 
 @dataclass(frozen=True)
 class EvalSplit:

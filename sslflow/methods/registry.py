@@ -127,12 +127,12 @@ def planned_steps(params, name: str) -> int:
     """
     from sslflow.augment.views import VIEWS_PER_IMAGE
     from sslflow.data.manifest import load_manifest
-    from sslflow.train.config import method_train_cfg, run_steps
+    from sslflow.train.config import budget_steps, method_train_cfg, run_steps
 
     cfg = method_train_cfg(params.train, params.pretrain, name)
     views = VIEWS_PER_IMAGE[method_spec(name).views]
     if cfg.budget_views is not None:
-        return run_steps(cfg, 0, views)
+        return budget_steps(cfg, views)  # no manifest needed
     return run_steps(cfg, load_manifest()["splits"]["train"]["count"] // cfg.batch_size, views)
 
 

@@ -102,10 +102,14 @@ def method_train_cfg(train: TrainCfg, pretrain, method: str) -> TrainCfg:
     return train.model_copy(update=updates)
 
 
+def budget_steps(cfg: TrainCfg, views_per_image: int) -> int:
+    """The steps of a run with a budget: ceil(views / (global batch x views an image))."""
+    return math.ceil(cfg.budget_views / (cfg.batch_size * views_per_image))
+
+
 def run_steps(cfg: TrainCfg, steps_per_epoch: int, views_per_image: int) -> int:
-    """Optimizer steps of the run: the budget's (ceil(views / (global batch x views an image))), else
-    epochs x steps_per_epoch capped by max_steps."""
+    """Optimizer steps of the run: the budget's, else epochs x steps_per_epoch capped by max_steps."""
     if cfg.budget_views is not None:
-        return math.ceil(cfg.budget_views / (cfg.batch_size * views_per_image))
+        return budget_steps(cfg, views_per_image)
     steps = steps_per_epoch * cfg.epochs
     return min(steps, cfg.max_steps) if cfg.max_steps else steps
