@@ -5,9 +5,8 @@
     python benchmarks/shard.py --images 50000 --repeat 3
 
 The generated tree is ImageFolder-shaped, with ImageNet-like JPEGs (500x375,
-~110 KB): a few dozen textured base images, each file made distinct by a JPEG
-comment segment, so building the tree costs seconds, not the hour that
-encoding 20,000 images would. Both timed commands read the same page-cached
+~110 KB, sslflow/bench/trees.py), so building it costs seconds, not the hour
+that encoding 20,000 images would. Both timed commands read the same page-cached
 files and write an archive of the same size to the same file system: tar runs
 once first to warm the cache, `sync` runs (untimed) after each timed command,
 and each side's best of --repeat runs is reported, with its CPU time (what
@@ -17,7 +16,6 @@ other load on the machine competes for).
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import resource
 import shutil
@@ -26,19 +24,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
-from PIL import Image
+
+from sslflow.bench.trees import build_imagefolder, tree_stats
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path("/tmp/sslflow-bench")
-BASES = 48
-CLASSES = 100
 
 
 def main() -> None:
     args = parse_args()
-    tree = args.tree or build_tree(CACHE / f"tree-{args.images}", args.images)
+    tree = args.tree or build_imagefolder(CACHE / f"tree-{args.images}", args.images)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     files, size = tree_stats(tree)
@@ -112,53 +108,6 @@ def make_project(project: Path, tree: Path, shard_mb: float, workers: int) -> Pa
     )
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return project
-
-
-def tree_stats(tree: Path) -> tuple[int, int]:
-    count = size = 0
-    for directory, _, names in os.walk(tree):
-        for name in names:
-            count += 1
-            size += os.stat(os.path.join(directory, name)).st_size
-    return count, size
-
-
-def build_tree(root: Path, images: int) -> Path:
-    """ROOT/{train,val}/cNNN/*.jpg, made once; a marker beside the tree says it is complete."""
-    done = root.with_name(root.name + ".complete")
-    if done.exists():
-        return root
-    shutil.rmtree(root, ignore_errors=True)
-    bases = [base_jpeg(seed) for seed in range(BASES)]
-    counts = {"train": images, "val": max(CLASSES, images // 20)}
-    n = 0
-    for split, count in counts.items():
-        for i in range(count):
-            folder = root / split / f"c{i % CLASSES:03d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{split}_{i:07d}.jpg").write_bytes(with_comment(bases[n % BASES], f"{split} {i}"))
-            n += 1
-    done.touch()
-    return root
-
-
-def base_jpeg(seed: int) -> bytes:
-    """A 500x375 textured photo-like JPEG of ~110 KB at quality 85 (ILSVRC2012 averages ~110 KB)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:375, 0:500]
-    image = rng.uniform(40, 200, 3) + 40 * np.sin(
-        xx[..., None] / rng.uniform(5, 40, 3) + yy[..., None] / rng.uniform(5, 40, 3)
-    )
-    image = np.clip(image + rng.normal(0, 34, (375, 500, 3)), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
-
-
-def with_comment(jpeg: bytes, text: str) -> bytes:
-    """The same image with a COM segment after SOI: a distinct, valid file."""
-    payload = text.encode()
-    return jpeg[:2] + b"\xff\xfe" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
 
 
 if __name__ == "__main__":

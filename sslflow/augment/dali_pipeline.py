@@ -95,6 +95,10 @@ def _source(plan: Plan, cfg: AugmentCfg):
         initial_fill=max(1, min(cfg.shuffle_buffer, plan.total)),
         seed=plan.seed,
         pad_last_batch=True,
+        # read(), not mmap: mapped shards count in the process's resident set as they are read, so an
+        # epoch over ImageNet would look like 140 GB of RSS to a cluster's memory limit (and network
+        # file systems serve reads better than mappings)
+        dont_use_mmap=True,
         name="reader",
     )
     info = fn.get_property(encoded, key="source_info") if plan.kind == "eval" else None

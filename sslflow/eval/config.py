@@ -45,7 +45,13 @@ class LinearCfg(Section):
     holdout: float = Field(0.1, gt=0, lt=1, description="share of train held out to choose the L2 strength (never val)")
     max_iter: int = Field(100, gt=0, description="L-BFGS iterations per fit")
     tol: float = Field(1e-5, gt=0, description="L-BFGS gradient tolerance")
-    chunk_rows: int = Field(262144, gt=0, description="torch: rows per forward chunk (bounds GPU memory)")
+    chunk_rows: int = Field(65536, gt=0, description="torch: rows per loss chunk (bounds the per-chunk memory)")
+    resident_mb: float = Field(
+        2048,
+        ge=0,
+        description="torch: standardised float32 rows kept resident up to this size; above it they are "
+        "rebuilt a chunk at a time from the mapped features on each pass (memory flat in the rows)",
+    )
 
     @field_validator("l2_grid")
     @classmethod

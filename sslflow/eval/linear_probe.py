@@ -6,9 +6,14 @@ Both backends minimise the same convex objective,
 
 so they reach the same classifier and differ only in speed: scikit-learn's
 L-BFGS is simplest for small sets; the torch path runs full-batch L-BFGS in
-float32 on the GPU when there is one, with the loss summed over row chunks so a
-1.28M x 2048 ImageNet feature set fits in memory. (scikit-learn's ``C`` is
-``1 / (l2 * n)`` for the same objective.)
+float32 on the GPU when there is one, with the loss summed over row chunks.
+(scikit-learn's ``C`` is ``1 / (l2 * n)`` for the same objective.)
+
+Memory: the torch path never copies the feature matrix whole. Rows are taken
+from it (a memory map of the features file) by index, a chunk at a time, and
+standardised on the way; the standardised float32 rows are kept resident on the
+probe's device only up to ``resident_mb``. So a 1.28M x 2048 ImageNet feature
+set costs its mapped file plus a few chunks, not three float32 copies.
 
 Features are standardised with train statistics, and the L2 strength is chosen
 on a held-out slice of train, never on val, then the probe is refit on all of train.
@@ -70,22 +75,58 @@ class Standardizer:
     Constant features (pixels that are always black) get std 1 instead of a division by zero.
     """
 
-    def __init__(self, x: np.ndarray, chunk_rows: int = 8192):
+    def __init__(self, x: np.ndarray, rows: np.ndarray | None = None, chunk_rows: int = 8192):
         # sums accumulate in float64 without a float64 copy of the rows (20x faster than astype)
         total = np.zeros(x.shape[1], np.float64)
         total_sq = np.zeros(x.shape[1], np.float64)
-        for start in range(0, len(x), chunk_rows):
-            part = x[start : start + chunk_rows].astype(np.float32, copy=False)
+        n = len(x) if rows is None else len(rows)
+        for start in range(0, n, chunk_rows):
+            part = take_rows(x, rows, start, start + chunk_rows).astype(np.float32, copy=False)
             total += part.sum(0, dtype=np.float64)
             total_sq += np.square(part).sum(0, dtype=np.float64)
-        mean = total / len(x)
-        var = np.maximum(total_sq / len(x) - mean * mean, 0.0)
+        mean = total / n
+        var = np.maximum(total_sq / n - mean * mean, 0.0)
         std = np.sqrt(var)
         self.mean = mean.astype(np.float32)
         self.std = np.where(std > 1e-8 * max(1.0, float(np.abs(mean).max(initial=0.0))), std, 1.0).astype(np.float32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return (x.astype(np.float32) - self.mean) / self.std
+
+
+def take_rows(x: np.ndarray, rows: np.ndarray | None, start: int, stop: int) -> np.ndarray:
+    """x's rows start:stop, or those of the index `rows` (a gather that reads only them from a memory map)."""
+    return x[start:stop] if rows is None else x[rows[start:stop]]
+
+
+class Rows:
+    """Standardised float32 rows of a feature matrix on a device, handed out a chunk at a time.
+
+    The matrix stays where it is (a memory-mapped features file); the prepared
+    chunks are kept resident when they fit in ``resident_bytes`` (one pass over
+    the file instead of one per L-BFGS evaluation), else rebuilt on each pass.
+    """
+
+    def __init__(self, x, y, rows, standardize: Standardizer, device: str, chunk_rows: int, resident_bytes: float):
+        self.x, self.rows, self.standardize, self.device, self.chunk_rows = x, rows, standardize, device, chunk_rows
+        self.n = len(x) if rows is None else len(rows)
+        labels = y if rows is None else y[rows]
+        self.y = torch.as_tensor(np.asarray(labels, np.int64), device=device)
+        self.resident = None
+        if self.n * x.shape[1] * 4 <= resident_bytes:
+            self.resident = list(self._build())
+
+    def __len__(self) -> int:
+        return self.n
+
+    def chunks(self):
+        """(standardised x, labels) chunks, on the device, in row order."""
+        return iter(self.resident) if self.resident is not None else self._build()
+
+    def _build(self):
+        for start in range(0, self.n, self.chunk_rows):
+            part = self.standardize(take_rows(self.x, self.rows, start, start + self.chunk_rows))
+            yield torch.from_numpy(part).to(self.device), self.y[start : start + self.chunk_rows]
 
 
 def topk_accuracy(scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, k: int) -> float:
@@ -146,26 +187,23 @@ def fit_sklearn(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, max_ite
 
 
 def fit_torch(
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data: Rows,
     n_classes: int,
     l2: float,
     max_iter: int,
     tol: float,
-    chunk_rows: int,
     init: LinearModel | None = None,
 ) -> LinearModel:
-    """Full-batch L-BFGS (strong Wolfe line search) in float32 on x's device.
+    """Full-batch L-BFGS (strong Wolfe line search) in float32 on the rows' device.
 
-    The loss and its gradient are accumulated over row chunks, so memory is
-    bounded by chunk_rows x classes, not by the whole set. The weight is held as
+    The loss and its gradient are accumulated over the rows' chunks, so memory is
+    bounded by a chunk, not by the whole set. The weight is held as
     (classes, features) for F.linear, whose weight gradient is grad^T @ x: on CPU
     several times faster than the x^T @ grad that a (features, classes) matmul needs.
     ``init`` warm-starts from a neighbouring L2 strength (the optimum is unique,
     only the number of iterations changes).
     """
-    n, d = x.shape
-    dev = x.device
+    n, d, dev = len(data), data.x.shape[1], data.device
     if init is None:
         weight, bias = torch.zeros(n_classes, d, device=dev), torch.zeros(n_classes, device=dev)
     else:
@@ -186,9 +224,8 @@ def fit_torch(
     def closure() -> torch.Tensor:
         opt.zero_grad()
         total = torch.zeros((), device=dev)
-        for start in range(0, n, chunk_rows):
-            rows = slice(start, start + chunk_rows)
-            part = F.cross_entropy(F.linear(x[rows], weight, bias), y[rows], reduction="sum") / n
+        for x, y in data.chunks():
+            part = F.cross_entropy(F.linear(x, weight, bias), y, reduction="sum") / n
             part.backward()
             total += part.detach()
         penalty = 0.5 * l2 * (weight * weight).sum()
@@ -207,27 +244,51 @@ def scores(model: LinearModel, x: np.ndarray | torch.Tensor, chunk_rows: int = 2
     return torch.cat([x[s : s + chunk_rows] @ weight + bias for s in range(0, len(x), chunk_rows)])
 
 
+def rows_topk(model: LinearModel, data: Rows, ks: Sequence[int]) -> list[float]:
+    """Top-k accuracies of the probe over the rows, counted chunk by chunk (no N x classes score matrix)."""
+    weight = torch.as_tensor(model.weight, device=data.device)
+    bias = torch.as_tensor(model.bias, device=data.device)
+    hits = [0.0] * len(ks)
+    for x, y in data.chunks():
+        logits = x @ weight + bias
+        for i, k in enumerate(ks):
+            hits[i] += topk_accuracy(logits, y, k) * len(y)
+    return [h / len(data) for h in hits]
+
+
 class _Fitter:
-    """One backend, bound to its settings, so selection and refit call the same thing."""
+    """One backend, bound to its settings, so selection, refit and scoring call the same thing."""
 
-    def __init__(self, backend: Backend, n_classes: int, max_iter: int, tol: float, chunk_rows: int, device: str):
+    def __init__(
+        self,
+        backend: Backend,
+        n_classes: int,
+        max_iter: int,
+        tol: float,
+        chunk_rows: int,
+        device: str,
+        resident_bytes: float,
+    ):
         self.backend, self.n_classes, self.max_iter, self.tol = backend, n_classes, max_iter, tol
-        self.chunk_rows, self.device = chunk_rows, device
+        self.chunk_rows, self.device, self.resident_bytes = chunk_rows, device, resident_bytes
 
-    def prepare(self, x: np.ndarray, y: np.ndarray):
+    def prepare(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray | None, standardize: Standardizer):
+        """x's rows (all, or the index `rows`) as the backend fits on them."""
         if self.backend == "sklearn":
-            return x, y
-        return torch.as_tensor(x, device=self.device), torch.as_tensor(y, device=self.device)
+            return standardize(take_rows(x, rows, 0, len(x))), (y if rows is None else y[rows])
+        return Rows(x, y, rows, standardize, self.device, self.chunk_rows, self.resident_bytes)
 
     def fit(self, data, l2: float, init: LinearModel | None) -> LinearModel:
-        x, y = data
         if self.backend == "sklearn":
-            return fit_sklearn(x, y, self.n_classes, l2, self.max_iter, self.tol)
-        return fit_torch(x, y, self.n_classes, l2, self.max_iter, self.tol, self.chunk_rows, init)
+            return fit_sklearn(*data, self.n_classes, l2, self.max_iter, self.tol)
+        return fit_torch(data, self.n_classes, l2, self.max_iter, self.tol, init)
 
-    def top1(self, model: LinearModel, data) -> float:
-        x, y = data
-        return topk_accuracy(scores(model, x, self.chunk_rows), y, 1)
+    def topk(self, model: LinearModel, data, ks: Sequence[int] = (1,)) -> list[float]:
+        if self.backend == "sklearn":
+            x, y = data
+            logits = scores(model, x, self.chunk_rows)
+            return [topk_accuracy(logits, y, k) for k in ks]
+        return rows_topk(model, data, ks)
 
 
 # ----------------------------------------------------------------------------- protocol
@@ -242,15 +303,15 @@ def select_l2(
     the chosen model is returned to warm-start the refit on all of train.
     """
     fit_idx, out_idx = holdout_split(y, holdout, seed)
-    standardize = Standardizer(x[fit_idx])
-    fit_data = fitter.prepare(standardize(x[fit_idx]), y[fit_idx])
-    out_data = fitter.prepare(standardize(x[out_idx]), y[out_idx])
+    standardize = Standardizer(x, fit_idx, fitter.chunk_rows)
+    fit_data = fitter.prepare(x, y, fit_idx, standardize)
+    out_data = fitter.prepare(x, y, out_idx, standardize)
     results: dict[float, float] = {}
     models: dict[float, LinearModel] = {}
     model = None
     for l2 in sorted(set(grid), reverse=True):
         model = models[l2] = fitter.fit(fit_data, l2, model)
-        results[l2] = fitter.top1(model, out_data)
+        results[l2] = fitter.topk(model, out_data)[0]
     best = max(results, key=lambda l2: (results[l2], l2))
     return best, results, models[best]
 
@@ -268,25 +329,30 @@ def linear_probe(
     sklearn_max_rows: int = 20000,
     max_iter: int = 100,
     tol: float = 1e-5,
-    chunk_rows: int = 262144,
+    chunk_rows: int = 65536,
+    resident_mb: float = 2048,
     seed: int = 0,
     device: str | None = None,
 ) -> ProbeResult:
-    """Standardise, choose L2 on held-out train, refit on all train, report top-1/top-5 on val."""
+    """Standardise, choose L2 on held-out train, refit on all train, report top-1/top-5 on val.
+
+    The feature matrices may be memory maps: they are read by row, never copied whole.
+    """
     device = device or default_device()
     chosen = choose_backend(backend, len(train_x), sklearn_max_rows, device)
-    fitter = _Fitter(chosen, n_classes, max_iter, tol, chunk_rows, device if chosen == "torch" else "cpu")
+    fitter = _Fitter(
+        chosen, n_classes, max_iter, tol, chunk_rows, device if chosen == "torch" else "cpu", resident_mb * 2**20
+    )
     if len(l2_grid) > 1:
         l2, holdout_top1, warm = select_l2(fitter, train_x, train_y, l2_grid, holdout, seed)
     else:
         l2, holdout_top1, warm = float(l2_grid[0]), {}, None
-    standardize = Standardizer(train_x)
-    model = fitter.fit(fitter.prepare(standardize(train_x), train_y), l2, warm)
-    val_scores = scores(model, torch.as_tensor(standardize(val_x), device=fitter.device), chunk_rows)
-    val_labels = torch.as_tensor(val_y, device=fitter.device)
+    standardize = Standardizer(train_x, chunk_rows=chunk_rows)
+    model = fitter.fit(fitter.prepare(train_x, train_y, None, standardize), l2, warm)
+    top1, top5 = fitter.topk(model, fitter.prepare(val_x, val_y, None, standardize), (1, 5))
     return ProbeResult(
-        top1=topk_accuracy(val_scores, val_labels, 1),
-        top5=topk_accuracy(val_scores, val_labels, 5),
+        top1=top1,
+        top5=top5,
         l2=float(l2),
         n_train=int(len(train_x)),
         n_features=int(train_x.shape[1]),
@@ -310,5 +376,6 @@ def probe_with(cfg, train_x, train_y, val_x, val_y, *, n_classes: int, seed: int
         max_iter=cfg.max_iter,
         tol=cfg.tol,
         chunk_rows=cfg.chunk_rows,
+        resident_mb=cfg.resident_mb,
         seed=seed,
     )

@@ -30,7 +30,7 @@ def run(params: Params, method: str) -> dict[str, int]:
     from sslflow.data.manifest import check_shard_sizes, load_manifest
     from sslflow.errors import UserError
     from sslflow.eval.device import default_device
-    from sslflow.eval.features import FeatureSet, extract, save_features
+    from sslflow.eval.features import FeatureWriter, extract
     from sslflow.eval.split import eval_split
     from sslflow.models.encoder import load_encoder, read_encoder
     from sslflow.models.heads import head_layers_to_keep
@@ -48,6 +48,12 @@ def run(params: Params, method: str) -> dict[str, int]:
     manifest = load_manifest(paths.SHARDS)
     splits = eval_split(params).shard_splits
     check_shard_sizes(manifest, paths.SHARDS, splits)
+    meta = {
+        "fingerprint": info["fingerprint"],
+        "head_layers": head_layers,
+        "backbone": info.get("backbone_name") or info["model"]["arch"],
+        "params_m": float(info.get("params_m") or 0.0),
+    }
     rows = {}
     start = time.perf_counter()
     with atomic_dir(paths.FEATURES / method) as tmp:
@@ -61,29 +67,13 @@ def run(params: Params, method: str) -> dict[str, int]:
                 drop_last=False,
                 device=device,
             )
-            features, labels, keys = extract(
-                encoder,
-                loader,
-                total=manifest["splits"][split]["count"],
-                device=device,
-                dtype=cfg.dtype,
-                desc=str(paths.shard_dir(split)),
+            total = manifest["splits"][split]["count"]
+            writer = FeatureWriter(
+                tmp / f"{split}.npz", total=total, dtype=cfg.dtype, meta=meta, desc=str(paths.shard_dir(split))
             )
-            save_features(
-                tmp / f"{split}.npz",
-                FeatureSet(
-                    features=features,
-                    labels=labels,
-                    keys=np.asarray(keys),
-                    fingerprint=info["fingerprint"],
-                    head_layers=head_layers,
-                    backbone=info.get("backbone_name") or info["model"]["arch"],
-                    params_m=float(info.get("params_m") or 0.0),
-                ),
-            )
-            rows[split] = len(labels)
+            rows[split] = extract(encoder, loader, writer, device=device)
+            dim = writer.dim
     took = time.perf_counter() - start
-    dim = features.shape[1]
     where = f", after {head_layers} head layer(s)" if head_layers else ""
     shapes = ", ".join(f"{split} {n} x {dim}" for split, n in rows.items())
     print(f"{paths.FEATURES / method}: {shapes}{where} on {device} ({took:.1f} s)")

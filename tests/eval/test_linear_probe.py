@@ -127,3 +127,20 @@ def test_chunked_loss_gives_the_same_probe(gaussian):
     whole = linear_probe(train_x, train_y, val_x, val_y, chunk_rows=1 << 20, **args)
     chunked = linear_probe(train_x, train_y, val_x, val_y, chunk_rows=700, **args)
     assert abs(whole.top1 - chunked.top1) <= 0.001
+
+
+def test_streamed_rows_from_a_memory_map_give_the_resident_probe(gaussian, tmp_path):
+    """With no room to keep standardised rows (resident_mb 0), every L-BFGS pass rebuilds them from the mapped
+    float16 file, a chunk at a time: the same probe, L2 choice and holdout scores as the resident path."""
+    train_x, train_y, val_x, val_y, _ = gaussian
+    np.save(tmp_path / "train.npy", train_x.astype(np.float16))
+    np.save(tmp_path / "val.npy", val_x.astype(np.float16))
+    mapped_train = np.load(tmp_path / "train.npy", mmap_mode="r")
+    mapped_val = np.load(tmp_path / "val.npy", mmap_mode="r")
+    assert isinstance(mapped_train, np.memmap)
+    args = dict(n_classes=6, l2_grid=GRID, backend="torch", device="cpu", chunk_rows=500)
+    resident = linear_probe(train_x.astype(np.float16), train_y, val_x.astype(np.float16), val_y, **args)
+    streamed = linear_probe(mapped_train, train_y, mapped_val, val_y, resident_mb=0, **args)
+    assert streamed.l2 == resident.l2
+    assert streamed.holdout_top1 == pytest.approx(resident.holdout_top1, abs=1e-6)
+    assert (streamed.top1, streamed.top5) == pytest.approx((resident.top1, resident.top5), abs=1e-6)
