@@ -40,7 +40,9 @@ def run_stages(root: Path, images: int) -> tuple[dict[str, float], float]:
     # DALI's buffers fill over the first few batches and then stay: small batches reach that plateau
     # within the small split too, so what is compared is growth, not warm-up
     params["eval"]["extract"]["batch_size"] = 64
-    params["eval"]["linear"].update({"l2_grid": [1e-3], "max_iter": 3, "backend": "torch", "resident_mb": 0, "chunk_rows": 256})
+    params["eval"]["linear"].update(
+        {"l2_grid": [1e-3], "max_iter": 3, "backend": "torch", "resident_mb": 0, "chunk_rows": 256}
+    )
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     peaks = {}
     for stage in ("shard", "pretrain", "extract", "linear"):
