@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from sslflow.methods.spec import MethodSpec
-from sslflow.models.backbone import build_backbone
 from sslflow.section import Section
 
 
@@ -20,6 +19,8 @@ class ControlCfg(Section):
 
 def random_init_encoder(params, in_channels: int) -> nn.Module:
     """The backbone every method starts from (same seed, so the same weights as their step 0)."""
+    from sslflow.models.backbone import build_backbone  # torchvision: seconds that parsing params should not pay
+
     torch.manual_seed(params.seed)
     return build_backbone(params.model, in_channels)
 
