@@ -43,9 +43,8 @@ def open_imagefolder(root: Path) -> Source:
         directory = split_dir(root, split)
         found = class_folders(directory)
         _check_known(found, classes, directory)
-        files = [
-            (classes.index(name), rel, size) for name in found for rel, size in class_files(root, directory / name)
-        ]
+        class_id = {name: i for i, name in enumerate(classes)}
+        files = [(class_id[name], rel, size) for name in found for rel, size in class_files(root, directory / name)]
         source.records[split] = keyed_records(files, lambda rel, name=directory.name: _folder_key(rel, name), root)
         source.readers[split] = FileImages(root)
     counts = ", ".join(f"{len(r)} {s}" for s, r in source.records.items())
