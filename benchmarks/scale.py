@@ -243,16 +243,28 @@ def write_random_features(folder: Path, rows: int, dim: int, classes: int = 1000
 
 
 def probe_child(args: argparse.Namespace) -> None:
-    """The linear stage's reading side and probe on a features folder: load (mapped), fit, score."""
+    """The linear stage's reading side and probe on a features folder: load (mapped), fit, score.
+
+    Every pass over a row set (an L-BFGS loss evaluation, or the scoring) is one call of
+    Rows.chunks; they are counted so the time of one pass can be given.
+    """
     import time
 
+    from sslflow.eval import linear_probe as lp
     from sslflow.eval.features import load_features
-    from sslflow.eval.linear_probe import linear_probe
 
+    passes = []
+    chunks = lp.Rows.chunks
+
+    def counted(self):
+        passes.append(len(self))
+        return chunks(self)
+
+    lp.Rows.chunks = counted
     start = time.perf_counter()
     train = load_features(args.probe_child / "train.npz", fingerprint=None, method="random")
     val = load_features(args.probe_child / "val.npz", fingerprint=None, method="random")
-    result = linear_probe(
+    result = lp.linear_probe(
         train.features,
         train.labels,
         val.features,
@@ -264,9 +276,12 @@ def probe_child(args: argparse.Namespace) -> None:
         resident_mb=args.resident_mb,
         device="cpu",
     )
+    took = time.perf_counter() - start
+    train_passes = sum(1 for n in passes if n == len(train.labels))
     print(
-        f"{len(train.labels)} x {train.features.shape[1]} ({train.features.dtype}, {type(train.features).__name__}):"
-        f" top-1 {100 * result.top1:.1f} after {args.probe_iters} iteration(s), {time.perf_counter() - start:.0f} s"
+        f"{len(train.labels)} x {train.features.shape[1]} ({train.features.dtype}, {type(train.features).__name__}): "
+        f"top-1 {100 * result.top1:.1f} after {args.probe_iters} iteration(s); {train_passes} passes over train, "
+        f"{took:.0f} s in all, {took / max(1, train_passes):.0f} s a pass"
     )
 
 
