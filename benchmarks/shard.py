@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
 from sslflow.bench.trees import build_imagefolder, tree_stats
+from sslflow.bench.usage import measure
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path("/tmp/sslflow-bench")
@@ -74,19 +73,12 @@ def parse_args() -> argparse.Namespace:
 
 
 def timed(cmd: list[str], cwd: Path | None = None, cleanup=None) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the command and its children) of one run."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    took = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr}")
+    """(wall seconds, CPU seconds of the command and its children) of one run, then sync and clean up."""
+    usage = measure(cmd, cwd=cwd).check()
     subprocess.run(["sync"], check=True)
     if cleanup is not None:
         cleanup()
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return took, cpu
+    return usage.wall_s, usage.cpu_s
 
 
 def fmt(runs: list[tuple[float, float]]) -> str:

@@ -132,11 +132,6 @@ def extract(encoder: nn.Module, batches: Iterable[dict], writer: FeatureWriter, 
         raise
 
 
-def feature_meta(features: FeatureSet) -> dict:
-    """The provenance fields of a feature set (everything but the rows)."""
-    return {name: getattr(features, name) for name in ARRAYS[3:]}
-
-
 def _meta_arrays(meta: dict) -> dict[str, np.ndarray]:
     return {
         "fingerprint": np.asarray(meta["fingerprint"]),
@@ -144,17 +139,6 @@ def _meta_arrays(meta: dict) -> dict[str, np.ndarray]:
         "backbone": np.asarray(meta["backbone"]),
         "params_m": np.asarray(meta["params_m"], np.float64),
     }
-
-
-def save_features(path: Path | str, features: FeatureSet) -> None:
-    """Write a feature set held in memory (the same file FeatureWriter streams)."""
-    np.savez(
-        path,
-        features=features.features,
-        labels=features.labels.astype(np.int64),
-        keys=np.asarray(features.keys, dtype=str),
-        **_meta_arrays(feature_meta(features)),
-    )
 
 
 def mapped_member(path: Path, zf: zipfile.ZipFile, name: str) -> np.ndarray:

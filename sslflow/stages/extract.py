@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 from sslflow import paths
 from sslflow.methods.registry import names
 from sslflow.params import Params

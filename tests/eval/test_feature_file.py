@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sslflow.errors import UserError
-from sslflow.eval.features import FeatureWriter, load_features, save_features
+from sslflow.eval.features import FeatureWriter, load_features
 
 META = {"fingerprint": "f" * 64, "head_layers": 1, "backbone": "ResNet-18", "params_m": 11.2}
 
@@ -42,10 +42,8 @@ def test_features_are_mapped_not_read(tmp_path, writer):
     path = tmp_path / "train.npz"
     if writer == "streamed":
         write_batches(path, features, labels, keys, dtype="float32")
-    else:
-        from sslflow.eval.features import FeatureSet
-
-        save_features(path, FeatureSet(features, labels, np.asarray(keys), **META))
+    else:  # a file written whole, as extract wrote them before streaming
+        np.savez(path, features=features, labels=labels, keys=np.asarray(keys), **META)
     loaded = load_features(path, fingerprint=META["fingerprint"], method="simclr")
     assert isinstance(loaded.features, np.memmap) and Path(loaded.features.filename) == path.resolve()
     np.testing.assert_array_equal(loaded.features, features)
