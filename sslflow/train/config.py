@@ -62,6 +62,9 @@ class TrainCfg(Schedule):
     momentum: float = Field(0.9, ge=0, lt=1, description="LARS/SGD momentum")
     weight_decay: float = Field(1e-6, ge=0, description="not applied to biases and BN parameters")
     warmup_epochs: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(
+        None, gt=0, description="clip the gradient's global norm to this before each update; null = no clipping"
+    )
     checkpoint_every: int = Field(200, gt=0, description="steps between checkpoints (and one at the end)")
     log_every: int = Field(10, gt=0, description="steps between logged metrics")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -83,6 +86,7 @@ class Overrides(Schedule):
     lr: float | None = Field(None, gt=0)
     weight_decay: float | None = Field(None, ge=0)
     warmup_epochs: float | None = Field(None, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
 
 
 LENGTH = ("budget_views", "epochs", "max_steps")
