@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test install dataset bench clean
+.PHONY: run test install dataset bench ablate clean
 
 run: install dataset
 	dvc repro
@@ -33,6 +33,21 @@ dataset:
 	  echo "[make] installing Debian's dataset-fashion-mnist (the embedded default source)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	fi
+
+# SimCLR's ablations in small, each at the default budget and otherwise the default run: three
+# two-point sweeps (dvc experiments through the Prefect sweep flow), then the report redrawn with
+# their figures. Only SimCLR's stages rerun in an experiment; `make run`'s results are the baseline.
+ABLATE_SWEEPS := temperature:pretrain.simclr.temperature=0.1,0.5 \
+                 proj-dim:pretrain.simclr.proj_dim=32,512 \
+                 batch-size:pretrain.simclr.batch_size=64,256
+
+ablate: run
+	@echo "[make] SimCLR ablations: 6 experiments (temperature, projection dim, batch size), each a SimCLR"
+	@echo "[make] pretraining at the default budget plus its probes: ~5 min each, ~30 min on 2 cores"
+	@for sweep in $(ABLATE_SWEEPS); do \
+	  sslflow flow sweep --name $${sweep%%:*} --grid $${sweep#*:} || exit $$?; \
+	done
+	dvc repro --force --single-item report
 
 bench: install dataset
 	sslflow bench loader

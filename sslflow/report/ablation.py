@@ -1,4 +1,4 @@
-"""SimCLR's ablation figures from `dvc exp` runs: top-1 against batch size and epochs (fig. 9),
+"""SimCLR's ablation figures from `dvc exp` runs: top-1 against batch size and training length (fig. 9),
 projection dimension (fig. 8), temperature (table 5), and the augmentation-pair heatmap (fig. 5).
 
 `dvc exp show --json` gives every experiment's params and metrics; `parse_exp_show`
@@ -172,6 +172,22 @@ def schedule(exp: Experiment, method: str, key: str):
     return own if own is not None else exp.params.get(f"train.{key}")
 
 
+LENGTH_KEYS = ("budget_views", "epochs", "max_steps")
+
+
+def run_length(exp: Experiment, method: str) -> str | None:
+    """What set the method's training length, as a line label: "102,400 views" under a budget, else
+    "N epochs" (sslflow.train.config.method_train_cfg's rule: a method's own length replaces the shared one)."""
+    own = {k: exp.params.get(f"pretrain.{method}.{k}") for k in LENGTH_KEYS}
+    level = own if any(v is not None for v in own.values()) else {k: exp.params.get(f"train.{k}") for k in LENGTH_KEYS}
+    if level.get("budget_views") is not None:
+        return f"{int(level['budget_views']):,} views"
+    if level.get("epochs") is not None:
+        epochs = level["epochs"]
+        return f"{epochs:g} epoch" + ("" if epochs == 1 else "s")
+    return None
+
+
 def sweep(experiments: list[Experiment], keys: set[str]) -> list[Experiment]:
     """The baseline and the experiments that differ from it only in `keys` (empty without a baseline)."""
     base = next((e for e in experiments if e.baseline), None)
@@ -261,28 +277,28 @@ def _heatmap(cells: dict[tuple[str, str], float], dest: Path, title: str) -> Non
 def ablation_figures(experiments: list[Experiment], dest_dir: Path, method: str = "simclr") -> list[AblationFigure]:
     """Draw every ablation the experiments hold; return each figure drawn with the points it plots."""
     drawn: list[AblationFigure] = []
-    scheduling = {f"{p}.{k}" for p in ("train", f"pretrain.{method}") for k in ("batch_size", "epochs")}
+    scheduling = {f"{p}.{k}" for p in ("train", f"pretrain.{method}") for k in ("batch_size", *LENGTH_KEYS)}
     batch = series(
         sweep(experiments, scheduling),
         method,
         lambda e: schedule(e, method, "batch_size"),
-        lambda e: schedule(e, method, "epochs"),
+        lambda e: run_length(e, method),
     )
     if _spans(batch):
         _line_figure(
             batch,
             dest_dir / "ablation_batch_size.png",
-            title="Batch size and epochs",
+            title="Batch size and training length",
             xlabel="batch size",
-            legend="epochs",
+            legend="length",
             log2=True,
         )
         drawn.append(
             AblationFigure(
-                "Linear top-1 against batch size, one line per number of epochs",
+                "Linear top-1 against batch size, one line per training length (views, or epochs)",
                 "ablation_batch_size.png",
                 "batch size",
-                "epochs",
+                "length",
                 _rows(batch),
             )
         )

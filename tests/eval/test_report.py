@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from sslflow.report.ablation import (
+    Experiment,
     ExperimentsRead,
     ablation_figures,
     augmentation_pairs,
     experiments_line,
     gather_experiments,
     parse_exp_show,
+    run_length,
     sweep,
 )
 from sslflow.report.collect import ordered, read_results, summary_row
@@ -290,6 +292,38 @@ def test_ablation_figures_are_drawn(tmp_path):
     for name in names:
         assert (tmp_path / name).read_bytes().startswith(PNG)
     assert ablation_figures(parse_exp_show([exp_show_rows()[1] | {"experiments": None}]), tmp_path / "none") == []
+
+
+def test_batch_figure_lines_are_training_lengths(tmp_path):
+    """One line per length as the loop applies it: the shared views budget, a method's own epochs replacing it."""
+    budget = {"train.budget_views": 102400, "train.epochs": 1, "train.batch_size": 128}
+
+    def exp(name, baseline=False, top1=0.8, **params):
+        return Experiment(name, baseline, {**budget, **params}, {"metrics/simclr/linear.json": {"top1": top1}})
+
+    runs = [
+        exp("base", baseline=True, top1=0.85),
+        exp("b64", top1=0.84, **{"pretrain.simclr.batch_size": 64}),
+        exp("b256", top1=0.83, **{"pretrain.simclr.batch_size": 256}),
+        exp("two-epochs", top1=0.88, **{"pretrain.simclr.epochs": 2}),
+        exp("short", top1=0.80, **{"pretrain.simclr.budget_views": 51200, "pretrain.simclr.batch_size": 64}),
+    ]
+    assert [run_length(e, "simclr") for e in runs] == [
+        "102,400 views",
+        "102,400 views",
+        "102,400 views",
+        "2 epochs",
+        "51,200 views",
+    ]
+    assert run_length(exp("e", **{"train.budget_views": None}), "simclr") == "1 epoch"
+    (figure,) = [f for f in ablation_figures(runs, tmp_path) if f.file == "ablation_batch_size.png"]
+    assert figure.points == [
+        ("102,400 views", 64.0, 0.84),
+        ("102,400 views", 128.0, 0.85),
+        ("102,400 views", 256.0, 0.83),
+        ("2 epochs", 128.0, 0.88),
+        ("51,200 views", 64.0, 0.80),
+    ]
 
 
 def test_unreadable_experiments_are_said_not_dropped(tmp_path):
