@@ -75,7 +75,7 @@ class ShardWriter:
         self.path = Path(path)
         # unbuffered: large images go straight to the kernel (a buffered file would copy them
         # once more); small pieces are gathered in `_pending` and written a megabyte at a time
-        self._file = open(self.path, "wb", buffering=0)
+        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 (closed by close(), the writer outlives any block)
         self._pending = bytearray()
         self._hash = hashlib.sha256()
         self._offset = 0

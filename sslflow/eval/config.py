@@ -61,12 +61,21 @@ class LinearCfg(Section):
         return grid
 
 
+def _known_methods(methods):
+    """Method names as sslflow.methods declares them: a misspelt one would silently run nothing."""
+    from sslflow.methods.registry import names
+
+    unknown = sorted(set(methods or ()) - set(names()))
+    if unknown:
+        raise ValueError(f"unknown method {', '.join(unknown)} (known: {', '.join(names())})")
+    return methods
+
+
 class FinetuneCfg(Section):
     """Fine-tuning the whole encoder on a labelled subset with crop + flip only (SimCLR appendix B.5).
 
-    The class defaults are SimCLR's settings; params.yaml's CPU profile turns
-    fine-tuning off, since training and scoring a network per method and
-    fraction does not fit the default run's few minutes on 2 cores.
+    The class defaults are SimCLR's settings; params.yaml's CPU profile fine-tunes
+    fewer epochs and only the methods of the lecture's semi-supervised table.
     """
 
     enabled: bool = True
@@ -82,6 +91,14 @@ class FinetuneCfg(Section):
         "auto",
         description="projection-head layers kept below the classifier; auto = 1 for a 3-layer head (SimCLRv2), else 0",
     )
+    methods: list[str] | None = Field(
+        None, description="the methods fine-tuned (random_init: the supervised baseline); null = every one with weights"
+    )
+    head_layer_ablation: dict[str, list[int]] = Field(
+        {},
+        description="method -> head layers it is also fine-tuned from, each scored beside the head_layers run "
+        "(SimCLRv2's ablation: {simclr_v2: [0, 1]})",
+    )
 
     @field_validator("epochs")
     @classmethod
@@ -89,6 +106,16 @@ class FinetuneCfg(Section):
         if any(v <= 0 for v in epochs.values()):
             raise ValueError("epochs must be > 0")
         return epochs
+
+    @field_validator("head_layer_ablation")
+    @classmethod
+    def _layers_non_negative(cls, ablation: dict[str, list[int]]) -> dict[str, list[int]]:
+        _known_methods(ablation)
+        if any(n < 0 for layers in ablation.values() for n in layers):
+            raise ValueError("head layers must be >= 0")
+        return ablation
+
+    _methods_known = field_validator("methods")(_known_methods)
 
     @field_validator("head_layers")
     @classmethod
@@ -104,8 +131,14 @@ class DistillCfg(Section):
     enabled: bool = False
     temperature: float = Field(1.0, gt=0, description="softmax temperature of teacher and student")
     epochs: int = Field(1, gt=0, description="epochs over all train images")
+    max_steps: int | None = Field(
+        None, gt=0, description="stop (and end the cosine) after this many steps; null = the epochs"
+    )
     batch_size: int = Field(128, gt=0)
     lr: float = Field(0.05, gt=0, description="Nesterov SGD learning rate per 256 images")
+    methods: list[str] | None = Field(None, description="the fine-tuned methods distilled; null = every one")
+
+    _methods_known = field_validator("methods")(_known_methods)
 
 
 class LowLabelCfg(Section):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +62,12 @@ def train(
     weight_decay: float,
     desc: str,
     log_every: int = 10,
-) -> list[float]:
-    """Nesterov SGD with a per-step cosine decay to zero; returns the mean loss of each epoch.
+    max_steps: int | None = None,
+) -> Trained:
+    """Nesterov SGD with a per-step cosine decay to zero; returns what the run did.
+
+    max_steps ends the run (and its cosine) early, in its last epoch: a fraction of an epoch
+    over a large unlabelled set is what distillation can afford on a CPU.
 
     Progress as pretraining shows it (sslflow.train.progress): a bar on a terminal, a line
     every `log_every` steps elsewhere, and a closing line.
@@ -71,6 +76,8 @@ def train(
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
     first = batches(0)
     total = epochs * len(first)
+    if max_steps is not None:
+        total, epochs = min(total, max_steps), min(epochs, math.ceil(max_steps / max(1, len(first))))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total))
     losses: list[float] = []
     step, images, started = 0, 0, time.perf_counter()
@@ -93,6 +100,8 @@ def train(
                 if progress.due(step):
                     loss_mean, rate = window.close()
                     progress.log(step, epoch=epoch + 1, loss=loss_mean, lr=lr_now, images_per_s=rate)
+                if step == total:
+                    break
             losses.append(epoch_loss / max(1, epoch_steps))
         wall = time.perf_counter() - started
         progress.done(
@@ -102,7 +111,14 @@ def train(
             wall_s=wall,
         )
     model.eval()
-    return losses
+    return Trained(losses, step, images)
+
+
+@dataclass(frozen=True)
+class Trained:
+    losses: list[float]  # the mean loss of each epoch
+    steps: int
+    images: int  # the images the model trained on, repeats counted
 
 
 class Window:

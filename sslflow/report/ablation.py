@@ -369,3 +369,37 @@ def ablation_figures(experiments: list[Experiment], dest_dir: Path, method: str 
 def _spans(data: dict) -> bool:
     """A figure needs two points at least, in one line or across lines."""
     return sum(len(points) for points in data.values()) >= 2
+
+
+# ----------------------------------------------------------------------------- SimCLRv2's memory bank
+
+
+def lowlabel_top1(exp: Experiment, method: str, fraction: str, classifier: str = "finetune") -> float | None:
+    entry = (exp.metrics.get(f"metrics/{method}/lowlabel.json") or {}).get(fraction) or {}
+    return entry.get(f"{classifier}_top1")
+
+
+def memory_bank_table(experiments: list[Experiment], method: str = "simclr_v2") -> str:
+    """SimCLRv2 with and without its memory bank (the lecture's "+~1%"): the baseline and the runs that
+    changed only the queue size, as a table; empty until two queue sizes have been run."""
+    key = f"pretrain.{method}.queue_size"
+    runs: dict[int, Experiment] = {}
+    for exp in sweep(experiments, {key}):
+        size = exp.params.get(key)
+        if isinstance(size, int) and linear_top1(exp, method) is not None:
+            runs.setdefault(size, exp)
+    if len(runs) < 2:
+        return ""
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    lines = [
+        "| Memory bank | Linear top 1 | Fine-tuned top 1, 1% | Fine-tuned top 1, 10% |",
+        "|:--|--:|--:|--:|",
+    ]
+    for size, exp in sorted(runs.items()):
+        bank = "none (in-batch negatives)" if size == 0 else f"{size:,} keys, momentum encoder"
+        cells = [linear_top1(exp, method), lowlabel_top1(exp, method, "1pct"), lowlabel_top1(exp, method, "10pct")]
+        lines.append(f"| {bank} | " + " | ".join(cell(v) for v in cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -43,7 +43,15 @@ class MethodResults:
 
     def lowlabel_acc(self, fraction: str, classifier: str, k: int) -> float | None:
         """classifier: 'linear', 'finetune' or 'distill'."""
-        return ((self.lowlabel or {}).get(fraction) or {}).get(f"{classifier}_top{k}")
+        return self.lowlabel_value(f"{classifier}_top{k}", fraction)
+
+    def lowlabel_value(self, key: str, fraction: str | None = None):
+        """A key of one fraction's lowlabel.json entry; without a fraction, the first fraction that has it."""
+        for name in FRACTIONS if fraction is None else (fraction,):
+            value = ((self.lowlabel or {}).get(name) or {}).get(key)
+            if value is not None:
+                return value
+        return None
 
 
 def _first(key: str, *sources: dict | None):

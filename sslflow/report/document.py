@@ -7,8 +7,14 @@ from pathlib import Path
 
 from sslflow import paths
 from sslflow.atomic import atomic_dir, write_json
-from sslflow.report.ablation import AblationFigure, ExperimentsRead, ablation_figures, experiments_line
-from sslflow.report.collect import MethodResults, ordered, read_results, summary_row
+from sslflow.report.ablation import (
+    AblationFigure,
+    ExperimentsRead,
+    ablation_figures,
+    experiments_line,
+    memory_bank_table,
+)
+from sslflow.report.collect import FRACTIONS, MethodResults, ordered, read_results, summary_row
 from sslflow.report.plots import (
     LIVE_DIR,
     accuracy_figure,
@@ -17,7 +23,13 @@ from sslflow.report.plots import (
     write_accuracy_table,
     write_curve_tables,
 )
-from sslflow.report.tables import linear_table, lowlabel_table
+from sslflow.report.tables import (
+    display_name,
+    head_layer_table,
+    label_fraction_linear_table,
+    linear_table,
+    semi_supervised_table,
+)
 
 INTRO = """# Results
 
@@ -38,10 +50,30 @@ held-out slice of train (never on the images scored).
 
 LOWLABEL_TEXT = """## Label fractions
 
-The same protocol with the nested, class-balanced 1% and 10% subsets of the
-train labels. *Supervised baseline* is the untrained encoder trained on the
-subset alone; the *Supervised* rows start from the encoder trained with all
-labels, an upper reference rather than a 1% / 10% result.
+The nested, class-balanced 1% and 10% subsets of the train labels. First the
+linear classifier on each encoder's frozen features; the *Supervised* control's
+encoder was trained with all labels, an upper reference rather than a 1% / 10% result.
+"""
+
+SEMI_SUPERVISED_TEXT = """### Semi-supervised: fine-tuned and distilled
+
+SimCLRv2's table in its layout. *Supervised baseline* is the untrained encoder
+trained on the subset alone; the methods' encoders are fine-tuned whole on the
+subset (crop + flip, Nesterov SGD), SimCLRv2 from the first layer of its 3-layer
+projection head; a *distilled* student, the same architecture, learns from the
+fine-tuned model's tempered softmax on the train images, without their labels.
+"""
+
+MEMORY_BANK_TEXT = """### SimCLRv2 with and without its memory bank
+
+The runs of `make ablate` that changed only `pretrain.simclr_v2.queue_size`: with a
+queue, negatives also come from a momentum encoder's keys of earlier batches (MoCo).
+"""
+
+HEAD_LAYER_TEXT = """### {name}: fine-tuning from which layer
+
+The same fine-tuning with the classifier on the backbone output (layer 0) or
+after the first projection-head layer (SimCLRv2's choice, the paper's "+14%" at 1% labels on ImageNet).
 """
 
 
@@ -51,6 +83,7 @@ def report_markdown(
     ablations: list[AblationFigure],
     ablation_line: str,
     scored_on: str = TEST_SPLIT,
+    memory_bank: str = "",
 ) -> str:
     """The whole report.md: intro, both tables, the figures (paths relative to reports/), the ablations."""
     parts = [tables_markdown(results, scored_on)]
@@ -59,6 +92,8 @@ def report_markdown(
     parts.append("## Ablations\n\n" + ablation_line + "\n")
     for figure in ablations:
         parts.append(f"![{figure.caption}](plots/{figure.file})\n\n" + ablation_table(figure))
+    if memory_bank:
+        parts.append(MEMORY_BANK_TEXT + "\n" + memory_bank)
     return "\n".join(parts)
 
 
@@ -66,7 +101,30 @@ def tables_markdown(results: list[MethodResults], scored_on: str = TEST_SPLIT) -
     """The report's text and tables without its figures: what a page without reports/'s images shows
     (Prefect's UI). scored_on: the images the accuracies are measured on (sslflow.eval.split)."""
     intro = INTRO.format(scored_on=scored_on)
-    return "\n".join([intro, LINEAR_TEXT, linear_table(results), LOWLABEL_TEXT, lowlabel_table(results)])
+    parts = [intro, LINEAR_TEXT, linear_table(results), LOWLABEL_TEXT, label_fraction_linear_table(results)]
+    semi = semi_supervised_table(results)
+    if semi:
+        parts += [SEMI_SUPERVISED_TEXT, semi, budget_line(results)]
+    for r in results:
+        table = head_layer_table(r)
+        if table:
+            parts += [HEAD_LAYER_TEXT.format(name=display_name(r.method)), table]
+    return "\n".join(parts)
+
+
+def budget_line(results: list[MethodResults]) -> str:
+    """What the fine-tuned and distilled rows were given, read from their lowlabel.json."""
+    epochs = {f: {r.lowlabel_value("finetune_epochs", f) for r in results} - {None} for f in FRACTIONS}
+    said = [
+        f"{'/'.join(map(str, sorted(e)))} epoch(s) of the {f.replace('pct', '%')} subset"
+        for f, e in epochs.items()
+        if e
+    ]
+    images = sorted({r.lowlabel_value("distill_images", f) for r in results for f in FRACTIONS} - {None})
+    line = "Fine-tuning: " + ", ".join(said) + "." if said else ""
+    if images:
+        line += f" Distillation: {'/'.join(f'{n:,}' for n in images)} unlabelled train images per student."
+    return line.strip() + "\n"
 
 
 def ablation_table(figure: AblationFigure) -> str:
@@ -111,6 +169,7 @@ def build_report(
             figures += [(caption, f"augment/{name}") for caption, name in draw_views(tmp / "augment")]
         drawn = ablation_figures(experiments.experiments, tmp / "plots")
         line = experiments_line(experiments, len(drawn))
-        (tmp / "report.md").write_text(report_markdown(results, figures, drawn, line, scored_on))
+        bank = memory_bank_table(experiments.experiments)
+        (tmp / "report.md").write_text(report_markdown(results, figures, drawn, line, scored_on, bank))
     print(f"{dest / 'report.md'}: ablations: {line}")
     return rows

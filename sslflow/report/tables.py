@@ -3,10 +3,11 @@
 Linear evaluation (SimCLR table 6): Method | Architecture | Param (M) | Views | Pretrain (s) | Top 1 | Top 5,
 where Views is the budget a method pretrained on (images its backbone processed, views included) and
 Pretrain (s) the seconds it took: what the rows compare.
-Label fractions (SimCLRv2 table 3, its two-level header flattened):
-Method | Architecture | Views | Top 1 at 1% / 10% | Top 5 at 1% / 10%, in groups: the
-supervised baseline (an untrained encoder trained on the subset only), linear
-classifiers on frozen features, fine-tuned encoders, self-distilled students.
+Label fractions, SimCLRv2's table 3 with its two-level header flattened,
+Method | Architecture | Views | Top 1 at 1% / 10% | Top 5 at 1% / 10%, twice: linear
+classifiers on frozen features for every method and control, and the semi-supervised
+table itself: the supervised baseline (an untrained encoder trained on the subset only),
+fine-tuned encoders, self-distilled students. Then SimCLRv2's "from which head layer" rows.
 Accuracies are percentages with one decimal; "-" marks what was not run.
 """
 
@@ -90,37 +91,61 @@ def _fraction_cells(r: MethodResults, classifier: str) -> tuple[str, ...]:
     return tuple(pct(r.lowlabel_acc(f, classifier, k)) for k in (1, 5) for f in FRACTIONS)
 
 
-def _has(r: MethodResults, classifier: str) -> bool:
-    return any(r.lowlabel_acc(f, classifier, k) is not None for f in FRACTIONS for k in (1, 5))
-
-
-def _rows_for(methods: list[MethodResults], classifier: str) -> list[MethodResults]:
-    """Every method that ran the protocol gets a linear row; fine-tuned random_init is the baseline above."""
-    if classifier == "linear":
-        return [r for r in methods if r.lowlabel is not None]
-    return [r for r in methods if _has(r, classifier) and not (classifier == "finetune" and r.method == "random_init")]
-
-
-def lowlabel_table(methods: list[MethodResults]) -> str:
-    """1% / 10% of the labels: supervised baseline, linear probes, fine-tuned, distilled."""
+def label_fraction_linear_table(methods: list[MethodResults]) -> str:
+    """1% / 10% of the labels, a linear classifier on each method's frozen features."""
     rows: list[tuple[str, ...]] = []
-    scratch = [r for r in methods if r.method == "random_init" and _has(r, "finetune")]
-    if scratch:
-        rows.append(("Supervised baseline (untrained encoder trained on the subset only):",))
+    for label, group in _grouped([r for r in methods if r.lowlabel is not None]):
+        rows.append((label,))
         rows.extend(
-            ("Supervised baseline", r.backbone or "-", views(r.views), *_fraction_cells(r, "finetune")) for r in scratch
+            (display_name(r.method), r.backbone or "-", views(r.views), *_fraction_cells(r, "linear")) for r in group
         )
-    groups = (
-        ("linear", "Linear classifier on frozen features:"),
-        ("finetune", "Fine-tuned on the subset:"),
-        ("distill", "Self-distilled (student taught by the fine-tuned model on all train images):"),
-    )
-    for classifier, label in groups:
-        group = _rows_for(methods, classifier)
-        if group:
-            rows.append((label,))
-            rows.extend(
-                (display_name(r.method), r.backbone or "-", views(r.views), *_fraction_cells(r, classifier))
-                for r in group
-            )
     return markdown_table(LOWLABEL_HEADER, rows, numeric_from=2)
+
+
+def finetuned_name(r: MethodResults) -> str:
+    """'SimCLRv2, fine-tuned from head layer 1': where the classifier sat is part of the method."""
+    layers = r.lowlabel_value("finetune_head_layers")
+    return display_name(r.method) + ", fine-tuned" + (f" from head layer {layers}" if layers else "")
+
+
+def semi_supervised_table(methods: list[MethodResults]) -> str:
+    """SimCLRv2's table 3 and its groups: the supervised baseline, encoders fine-tuned on the subset
+    (unlabelled data used in a task-agnostic way), then self-distilled students (used in both ways).
+
+    The supervised baseline is the untrained encoder (random_init) trained on the subset alone.
+    """
+
+    def row(r: MethodResults, name: str, classifier: str) -> tuple[str, ...]:
+        return (name, r.backbone or "-", views(r.views), *_fraction_cells(r, classifier))
+
+    baseline = [row(r, "Supervised baseline", "finetune") for r in methods if r.method == "random_init"]
+    tuned = [row(r, finetuned_name(r), "finetune") for r in methods if r.method != "random_init"]
+    distilled = [row(r, f"{display_name(r.method)}, self-distilled", "distill") for r in methods]
+    rows: list[tuple[str, ...]] = [r for r in baseline if _filled(r)]
+    for label, group in (
+        ("Methods using unlabelled data in a task-agnostic way (fine-tuned):", tuned),
+        ("Methods using unlabelled data in both ways (fine-tuned, then distilled):", distilled),
+    ):
+        group = [r for r in group if _filled(r)]
+        if group:
+            rows += [(label,), *group]
+    return markdown_table(LOWLABEL_HEADER, rows, numeric_from=2) if rows else ""
+
+
+def _filled(row: tuple[str, ...]) -> bool:
+    """A row with at least one accuracy: the classifier ran for this method."""
+    return any(cell != "-" for cell in row[3:])
+
+
+HEAD_LAYER_HEADER = ("Fine-tuned from", "Top 1, 1%", "Top 1, 10%", "Top 5, 1%", "Top 5, 10%")
+
+
+def head_layer_table(r: MethodResults) -> str:
+    """One method fine-tuned from each projection-head layer it was asked for (SimCLRv2: 0 vs 1)."""
+    by_fraction = {f: r.lowlabel_value("finetune_from_head", f) or {} for f in FRACTIONS}
+    layers = sorted({int(n) for scores in by_fraction.values() for n in scores})
+    rows = []
+    for n in layers:
+        cells = [pct((by_fraction[f].get(str(n)) or {}).get(f"top{k}")) for k in (1, 5) for f in FRACTIONS]
+        rows.append(("the backbone (head layer 0)" if n == 0 else f"head layer {n}", *cells))
+    return markdown_table(HEAD_LAYER_HEADER, rows, numeric_from=1) if rows else ""

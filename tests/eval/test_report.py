@@ -17,15 +17,16 @@ from sslflow.report.ablation import (
     augmentation_pairs,
     experiments_line,
     gather_experiments,
+    memory_bank_table,
     parse_exp_show,
     run_length,
     sweep,
 )
 from sslflow.report.collect import ordered, read_results, summary_row
-from sslflow.report.tables import linear_table, lowlabel_table
+from sslflow.report.tables import head_layer_table, label_fraction_linear_table, linear_table, semi_supervised_table
 
 REPO = Path(__file__).resolve().parents[2]
-METHODS = ["simclr", "rotation", "supervised", "random_init", "raw_pixels"]
+METHODS = ["simclr", "simclr_v2", "rotation", "supervised", "random_init", "raw_pixels"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -52,6 +53,28 @@ FILES = {
     },
     "simclr/linear.json": {"top1": 0.8851, "top5": 0.9974, "l2": 1e-4, "backbone": "ignored", "params_m": 9.0},
     "simclr/lowlabel.json": {"1pct": fraction(0.8049, 0.9901, 0.7712, 0.9811), "10pct": fraction(0.8533, 0.9962)},
+    "simclr_v2/pretrain.json": {"backbone": "ResNet-18 (0.25x, small stem)", "params_m": 0.6999, "views": 102400},
+    "simclr_v2/linear.json": {"top1": 0.8702, "top5": 0.9971},
+    "simclr_v2/lowlabel.json": {
+        "1pct": {
+            **fraction(0.7911, 0.9899, 0.8123, 0.9877),
+            "finetune_head_layers": 1,
+            "finetune_epochs": 20,
+            "finetune_from_head": {"0": {"top1": 0.7804, "top5": 0.9850}, "1": {"top1": 0.8123, "top5": 0.9877}},
+            "distill_top1": 0.8166,
+            "distill_top5": 0.9881,
+            "distill_images": 25600,
+        },
+        "10pct": {
+            **fraction(0.8499, 0.9960, 0.8650, 0.9941),
+            "finetune_head_layers": 1,
+            "finetune_epochs": 3,
+            "finetune_from_head": {"0": {"top1": 0.8611, "top5": 0.9930}, "1": {"top1": 0.8650, "top5": 0.9941}},
+            "distill_top1": 0.8644,
+            "distill_top5": 0.9939,
+            "distill_images": 25600,
+        },
+    },
     "rotation/linear.json": {
         "top1": 0.8612,
         "top5": 0.9951,
@@ -96,15 +119,36 @@ LINEAR = """\
 LOWLABEL = """\
 | Method | Architecture | Views | Top 1, 1% | Top 1, 10% | Top 5, 1% | Top 5, 10% |
 |:--|:--|--:|--:|--:|--:|--:|
-| *Supervised baseline (untrained encoder trained on the subset only):* |  |  |  |  |  |  |
-| Supervised baseline | ResNet-18 (0.25x, small stem) | 0 | 65.0 | 80.1 | 95.5 | 99.0 |
-| *Linear classifier on frozen features:* |  |  |  |  |  |  |
+| *Self-supervised methods:* |  |  |  |  |  |  |
 | SimCLR | ResNet-18 (0.25x, small stem) | 102,400 | 80.5 | 85.3 | 99.0 | 99.6 |
+| SimCLRv2 | ResNet-18 (0.25x, small stem) | 102,400 | 79.1 | 85.0 | 99.0 | 99.6 |
+| *Controls:* |  |  |  |  |  |  |
 | Random init (untrained) | ResNet-18 (0.25x, small stem) | 0 | 76.3 | 82.0 | 98.2 | 99.4 |
 | Raw pixels | raw pixels | - | 78.3 | 82.5 | 98.5 | 99.5 |
-| *Fine-tuned on the subset:* |  |  |  |  |  |  |
-| SimCLR | ResNet-18 (0.25x, small stem) | 102,400 | 77.1 | - | 98.1 | - |
 """
+
+SEMI_SUPERVISED = """\
+| Method | Architecture | Views | Top 1, 1% | Top 1, 10% | Top 5, 1% | Top 5, 10% |
+|:--|:--|--:|--:|--:|--:|--:|
+| Supervised baseline | ResNet-18 (0.25x, small stem) | 0 | 65.0 | 80.1 | 95.5 | 99.0 |
+| *Methods using unlabelled data in a task-agnostic way (fine-tuned):* |  |  |  |  |  |  |
+| SimCLR, fine-tuned | ResNet-18 (0.25x, small stem) | 102,400 | 77.1 | - | 98.1 | - |
+| SimCLRv2, fine-tuned from head layer 1 | ResNet-18 (0.25x, small stem) | 102,400 | 81.2 | 86.5 | 98.8 | 99.4 |
+| *Methods using unlabelled data in both ways (fine-tuned, then distilled):* |  |  |  |  |  |  |
+| SimCLRv2, self-distilled | ResNet-18 (0.25x, small stem) | 102,400 | 81.7 | 86.4 | 98.8 | 99.4 |
+"""
+
+HEAD_LAYERS = """\
+| Fine-tuned from | Top 1, 1% | Top 1, 10% | Top 5, 1% | Top 5, 10% |
+|:--|--:|--:|--:|--:|
+| the backbone (head layer 0) | 78.0 | 86.1 | 98.5 | 99.3 |
+| head layer 1 | 81.2 | 86.5 | 98.8 | 99.4 |
+"""
+
+BUDGET = "Fine-tuning: 20 epoch(s) of the 1% subset, 3 epoch(s) of the 10% subset. Distillation: 25,600 unlabelled train images per student.\n"
+
+
+SIMCLR_V2_ROW = "| SimCLRv2 | ResNet-18 (0.25x, small stem) | 0.70 | 102,400 | - | 87.0 | 99.7 |\n"
 
 
 def write_metrics(root: Path) -> Path:
@@ -133,8 +177,12 @@ def results(tmp_path):
 
 
 def test_tables_match_the_papers_layout_exactly(results):
-    assert linear_table([r for r in results if r.method != "relpos"]) == LINEAR
-    assert lowlabel_table(results) == LOWLABEL
+    assert linear_table([r for r in results if r.method not in ("relpos", "simclr_v2")]) == LINEAR
+    assert label_fraction_linear_table(results) == LOWLABEL
+    assert semi_supervised_table(results) == SEMI_SUPERVISED
+    v2 = next(r for r in results if r.method == "simclr_v2")
+    assert head_layer_table(v2) == HEAD_LAYERS
+    assert all(head_layer_table(r) == "" for r in results if r.method != "simclr_v2")
 
 
 def test_methods_not_run_print_dashes(results):
@@ -181,9 +229,11 @@ def test_report_stage_writes_report_summary_and_figures(tmp_path, monkeypatch, t
     rows = report.run(load_params("params.yaml", [f"pretrain.methods={METHODS}"]), no_experiments=True)
     reports = tmp_path / "reports"
     assert json.loads((reports / "summary.json").read_text()) == rows
-    assert [r["method"] for r in rows] == ["simclr", "rotation", "supervised", "random_init", "raw_pixels"]
+    assert [r["method"] for r in rows] == METHODS
     text = (reports / "report.md").read_text()
-    assert LINEAR in text and LOWLABEL in text
+    assert LINEAR.replace("| Rotation", SIMCLR_V2_ROW + "| Rotation") in text
+    assert LOWLABEL in text and SEMI_SUPERVISED + "\n" + BUDGET in text and HEAD_LAYERS in text
+    assert "### SimCLRv2: fine-tuning from which layer" in text
     assert "![Pretraining curves](plots/training_curves.png)" in text
     for png in (
         "plots/accuracy.png",
@@ -263,6 +313,31 @@ def exp_show_rows() -> list[dict]:
     ]
     workspace = exp_entry("workspace", None, simclr_params(batch=4096), 0.5)
     return [workspace, baseline]
+
+
+def v2_run(name: str, baseline: bool, queue: int, top1: float, pct1: float | None, other: int = 0) -> Experiment:
+    lowlabel = {"1pct": {"finetune_top1": pct1}, "10pct": {"finetune_top1": None}}
+    return Experiment(
+        name,
+        baseline,
+        {"pretrain.simclr_v2.queue_size": queue, "train.lr": 0.5 + other},
+        {"metrics/simclr_v2/linear.json": {"top1": top1}, "metrics/simclr_v2/lowlabel.json": lowlabel},
+    )
+
+
+def test_memory_bank_rows_are_the_runs_that_changed_only_the_queue():
+    runs = [
+        v2_run("main", True, 4096, 0.8712, 0.8123),
+        v2_run("bank-0", False, 0, 0.8654, 0.8011),
+        v2_run("also-lr", False, 1024, 0.99, 0.99, other=1),  # two knobs changed: not this ablation
+    ]
+    assert memory_bank_table(runs) == (
+        "| Memory bank | Linear top 1 | Fine-tuned top 1, 1% | Fine-tuned top 1, 10% |\n"
+        "|:--|--:|--:|--:|\n"
+        "| none (in-batch negatives) | 86.5 | 80.1 | - |\n"
+        "| 4,096 keys, momentum encoder | 87.1 | 81.2 | - |\n"
+    )
+    assert memory_bank_table(runs[:1] + runs[2:]) == ""  # one queue size: nothing to compare
 
 
 def test_exp_show_rows_become_sweeps():

@@ -18,6 +18,10 @@ FRACTION_KEYS = {
     "finetune_top5",
     "distill_top1",
     "distill_top5",
+    "finetune_head_layers",
+    "finetune_from_head",
+    "finetune_epochs",
+    "distill_images",
 }
 
 
@@ -67,6 +71,7 @@ def test_lowlabel_finetunes_and_distills_random_init(eval_project):
             "eval.lowlabel.finetune.batch_size=32",
             "eval.lowlabel.finetune.lr=0.4",
             "eval.lowlabel.distill.enabled=true",
+            "eval.lowlabel.distill.methods=null",  # every fine-tuned method, random_init included
             "eval.lowlabel.distill.batch_size=64",
             "eval.lowlabel.distill.epochs=4",
             "eval.lowlabel.distill.lr=0.4",
@@ -75,6 +80,8 @@ def test_lowlabel_finetunes_and_distills_random_init(eval_project):
     in_project(eval_project, lowlabel.run, params, "random_init")
     entry = metrics(eval_project, "random_init", "lowlabel")["10pct"]
     assert set(entry) == FRACTION_KEYS and entry["n_labels"] == 100
+    assert (entry["finetune_head_layers"], entry["finetune_epochs"], entry["finetune_from_head"]) == (0, 20, None)
+    assert entry["distill_images"] == 4 * (1000 // 64) * 64  # 4 epochs of the 1,000 train images, full batches
     assert entry["finetune_top1"] > 0.2  # ten classes: the untrained network with its new head is at chance, 0.10
     assert entry["finetune_top1"] <= entry["finetune_top5"]
     # the student starts from the same untrained network and sees no label: what it knows, the teacher taught it

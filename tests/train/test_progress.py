@@ -85,11 +85,31 @@ def test_finetune_reports_progress_as_pretraining_does(capsys):
 
     losses = train(
         model, lambda epoch: data, loss, epochs=2, lr=0.1, momentum=0.9, weight_decay=0, desc="m ft 1pct", log_every=2
-    )
+    ).losses
     lines = capsys.readouterr().err.splitlines()
     assert [parse_step(line) for line in lines[:-1]] == [(2, 6), (4, 6), (6, 6)]
     assert lines[1].startswith("m ft 1pct: step 4/6  epoch 2/2  loss ")
     assert re.fullmatch(rf"m ft 1pct: done  6 steps  loss {losses[-1]:.4f}  \d+ img/s  [\d.]+ s", lines[-1])
+
+
+def test_max_steps_ends_the_run_mid_epoch(capsys):
+    """Distillation over a large unlabelled set stops after max_steps: 4 of 2 x 3 batches here."""
+    from sslflow.eval.finetune import train
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    data = [{"image": torch.randn(8, 1, 4, 4)} for _ in range(3)]
+    fed = []
+
+    def loss(m, batch):
+        fed.append(batch)
+        return m(batch["image"]).pow(2).mean()
+
+    run = train(model, lambda epoch: data, loss, epochs=2, lr=0.1, momentum=0.0, weight_decay=0, desc="d", max_steps=4)
+    assert (run.steps, run.images, len(fed)) == (4, 32, 4)
+    assert fed == [data[0], data[1], data[2], data[0]]
+    assert len(run.losses) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("d: done  4 steps  loss ")
 
 
 def test_other_ranks_show_no_warnings(monkeypatch):
