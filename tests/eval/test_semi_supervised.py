@@ -9,40 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from sslflow.models.backbone import build_backbone, count_params_m, describe
-from sslflow.models.config import ModelCfg
-from sslflow.models.encoder import save_encoder
-from sslflow.models.heads import head_cfg, projection_head
 from sslflow.params import load_params
 from tests.eval.conftest import in_project, new_project
+from tests.train.test_models import save_test_encoder
 
 
 def save_v2_encoder(path) -> tuple[nn.Module, nn.Module]:
-    """An encoder file as simclr_v2 writes it: backbone and a 3-layer projection head, BN statistics non-trivial."""
-    torch.manual_seed(0)
-    cfg = ModelCfg(width=0.125)
-    backbone = build_backbone(cfg, 1)
-    hcfg = head_cfg(backbone.out_dim, 24, 8, 3)
-    head = projection_head(**hcfg)
-    for module in (backbone, head):
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-1, 1)
+    """An encoder file as simclr_v2 writes it, where a stage looks for it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_encoder(
-        path,
-        method="simclr_v2",
-        model_cfg=cfg,
-        in_channels=1,
-        image_size=28,
-        backbone=backbone,
-        out_dim=backbone.out_dim,
-        backbone_name=describe(cfg),
-        params_m=count_params_m(backbone),
-        head=head,
-        head_cfg=hcfg,
-    )
-    return backbone.eval(), head.eval()
+    return save_test_encoder(path)
 
 
 def test_fine_tuning_from_head_layer_1_starts_from_that_layers_weights(tmp_path):

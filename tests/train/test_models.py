@@ -52,7 +52,8 @@ def test_projection_head_depths():
     assert v2(torch.randn(4, 32)).shape == (4, 16)
 
 
-def _save(path, head_layers=3, method="simclr_v2"):
+def save_test_encoder(path, head_layers=3, method="simclr_v2"):
+    """An encoder file with a projection head (SimCLRv2's 3 layers by default), BN statistics non-trivial."""
     torch.manual_seed(0)
     cfg = ModelCfg(width=0.125)
     backbone = build_backbone(cfg, 1)
@@ -80,7 +81,7 @@ def _save(path, head_layers=3, method="simclr_v2"):
 
 def test_encoder_round_trip_with_weights_only(tmp_path):
     path = tmp_path / "encoder.pt"
-    backbone, head = _save(path)
+    backbone, head = save_test_encoder(path)
     raw = torch.load(path, weights_only=True)
     assert set(raw) >= {"method", "model", "in_channels", "image_size", "backbone", "head", "head_cfg", "fingerprint"}
     x = torch.randn(3, 1, 28, 28)
@@ -95,7 +96,7 @@ def test_encoder_round_trip_with_weights_only(tmp_path):
 
 def test_encoder_refuses_bad_head_layers_and_corruption(tmp_path):
     path = tmp_path / "encoder.pt"
-    _save(path, head_layers=2)
+    save_test_encoder(path, head_layers=2)
     with pytest.raises(UserError, match="head_layers must be between 1 and 1"):
         load_encoder(path, head_layers=2)
     payload = torch.load(path, weights_only=True)
