@@ -2,6 +2,7 @@
 
     sslflow bench pretrain                                  # this params file: its model, views and shards
     sslflow bench pretrain --arch resnet50 --size 224 --batch 256 --compile   # the GPU measurement
+    sslflow bench pretrain --vs-fp32                        # what bf16 autocast buys on this machine
 
 In one process, on one model and batch size: (1) the training step on
 synthetic tensors already on the device (the ceiling), (2) the same step fed
@@ -9,7 +10,9 @@ by `make_loader` from shards, (3) the loader alone. If (2) is close to (1), the
 data pipeline is not what the model waits for. images/s counts source images
 (a SimCLR image is two views). At a size other than the params file's, the
 views follow the ImageNet recipe on generated ILSVRC-sized JPEG shards (see
-`sslflow bench loader`) unless --shards is given.
+`sslflow bench loader`) unless --shards is given. --vs-fp32 adds the ceiling of
+the same step in fp32, interleaved with the others, and their ratio: what
+`train.precision: auto` gains where it picks bf16 (sslflow.train.precision).
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved ceiling/fed repetitions; medians reported")
     parser.add_argument("--compile", action="store_true", help="torch.compile the step's model")
     parser.add_argument(
+        "--vs-fp32", action="store_true", help="also time the ceiling in fp32 (interleaved) and report bf16's speed-up"
+    )
+    parser.add_argument(
         "--shards", type=Path, default=None, help="shards dir (default: data/shards, or generated JPEGs with --size)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the result to this JSON file")
@@ -52,6 +58,7 @@ def run(
     warmup: int | None = None,
     rounds: int = 3,
     compile: bool = False,
+    vs_fp32: bool = False,
     shards: Path | None = None,
     json: Path | None = None,
 ) -> dict:
@@ -70,11 +77,14 @@ def run(
     bench_params = _with_model(_bench_params(params, size), arch, width, compile)
     with _shards(size, shards, images=max(4 * batch * (warmup + steps), 1536)) as (shards_dir, workdir), _cwd(workdir):
         bench = StepBench(bench_params, method, device, batch, shards_dir)
-        # interleaved, so that a change in the machine's load hits both alike
-        ceiling, fed = [], []
+        fp32 = _fp32_bench(bench_params, method, device, batch, shards_dir) if vs_fp32 and bench.bf16 else None
+        # interleaved, so that a change in the machine's load hits all alike
+        ceiling, fed, ceiling_fp32 = [], [], []
         for _ in range(rounds):
             ceiling.append(bench.synthetic(warmup, steps))
             fed.append(bench.fed(warmup, steps))
+            if fp32 is not None:
+                ceiling_fp32.append(fp32.synthetic(warmup, steps))
         result = {
             "device": torch.cuda.get_device_name(device) if gpu else f"cpu ({os.cpu_count()} cores)",
             "method": method,
@@ -86,15 +96,24 @@ def run(
             "compile": compile,
             "synthetic_images_per_s": _median(ceiling),
             "loader_fed_images_per_s": _median(fed),
-            "rounds": {"synthetic": ceiling, "fed": fed},
+            "rounds": {"synthetic": ceiling, "fed": fed, **({"synthetic_fp32": ceiling_fp32} if fp32 else {})},
             "loader_images_per_s": bench.loader_alone(warmup, steps),
             "gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if gpu else None,
         }
     result["ratio"] = round(result["loader_fed_images_per_s"] / result["synthetic_images_per_s"], 4)
+    if fp32 is not None:
+        result["synthetic_fp32_images_per_s"] = _median(ceiling_fp32)
+        result["bf16_speedup"] = round(result["synthetic_images_per_s"] / result["synthetic_fp32_images_per_s"], 3)
     _print(result)
     if json is not None:
         write_json(json, result)
     return result
+
+
+def _fp32_bench(params, method: str, device, batch: int, shards_dir: Path) -> StepBench:
+    """The same step with `train.precision: fp32`, from the same initial weights."""
+    train = params.train.model_copy(update={"precision": "fp32"})
+    return StepBench(params.model_copy(update={"train": train}), method, device, batch, shards_dir)
 
 
 def _with_model(params, arch: str | None, width: float | None, compile: bool):
@@ -121,10 +140,11 @@ class StepBench:
         from sslflow.methods.registry import build_method
         from sslflow.models.backbone import describe
         from sslflow.train.optim import build_optimizer, scaled_lr
+        from sslflow.train.precision import use_bf16
 
         self.params, self.device, self.batch, self.shards_dir = params, device, batch, shards_dir
         self.gpu = device.type == "cuda"
-        self.bf16 = params.train.precision == "bf16" or (params.train.precision == "auto" and self.gpu)
+        self.bf16 = use_bf16(params.train.precision, device)
         manifest = load_manifest(shards_dir)
         torch.manual_seed(params.seed)
         self.method = build_method(method, params, in_channels(params, shards_dir), len(manifest["classes"]))
@@ -218,5 +238,8 @@ def _print(r: dict) -> None:
     print(f"  step fed by the loader from shards  {r['loader_fed_images_per_s']:>10.1f} images/s")
     print(f"  ratio fed / ceiling                 {r['ratio']:>10.3f}")
     print(f"  loader alone                        {r['loader_images_per_s']:>10.1f} images/s")
+    if "bf16_speedup" in r:
+        print(f"  step in fp32 (ceiling)              {r['synthetic_fp32_images_per_s']:>10.1f} images/s")
+        print(f"  bf16 / fp32 ceiling                 {r['bf16_speedup']:>10.3f}")
     if r["gpu_memory_gib"] is not None:
         print(f"  GPU memory (peak allocated)         {r['gpu_memory_gib']:>10.2f} GiB")

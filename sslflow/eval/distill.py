@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslflow.eval.finetune import LossFn
+from sslflow.eval.finetune import LossFn, to_model
 
 
 def distillation_loss(teacher: nn.Module, temperature: float, device: str) -> LossFn:
@@ -23,7 +23,7 @@ def distillation_loss(teacher: nn.Module, temperature: float, device: str) -> Lo
     teacher.eval().requires_grad_(False)
 
     def loss(student: nn.Module, batch: dict) -> torch.Tensor:
-        images = batch["image"].to(device)
+        images = to_model(batch["image"], device)
         with torch.no_grad():
             target = F.softmax(teacher(images) / temperature, dim=1)
         return -(target * F.log_softmax(student(images) / temperature, dim=1)).sum(dim=1).mean()

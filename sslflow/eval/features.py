@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from sslflow.errors import UserError
 from sslflow.testpoints import pause_point
+from sslflow.train.precision import autocast
 
 ARRAYS = ("features", "labels", "keys", "fingerprint", "head_layers", "backbone", "params_m")
 ZIP_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, fixed fields, name and extra-field lengths
@@ -112,15 +113,18 @@ class FeatureWriter:
         self._zip.close()
 
 
-def extract(encoder: nn.Module, batches: Iterable[dict], writer: FeatureWriter, *, device: str) -> int:
+def extract(
+    encoder: nn.Module, batches: Iterable[dict], writer: FeatureWriter, *, device: str, bf16: bool = False
+) -> int:
     """Run every batch of an eval loader through the encoder into `writer`, in loader order; rows written.
 
     One batch on the device at a time. Convolutions run channels-last, the
-    faster layout for oneDNN on CPU and for cuDNN.
+    faster layout for oneDNN on CPU and for cuDNN; under bf16 autocast when the
+    encoder trained that way (sslflow.train.precision).
     """
     encoder.eval().to(memory_format=torch.channels_last)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, bf16):
             for batch in tqdm(batches, desc=writer.desc, unit="batch", disable=None, leave=False):
                 images = batch["image"].to(device, non_blocking=True, memory_format=torch.channels_last)
                 out = encoder(images).float().cpu().numpy()

@@ -25,6 +25,7 @@ from sslflow.eval.features import FeatureSet
 from sslflow.eval.finetune import Batches, build_classifier, cross_entropy_loss, evaluate, train
 from sslflow.eval.linear_probe import probe_with
 from sslflow.eval.split import EvalSplit
+from sslflow.train.precision import use_bf16
 
 NO_FINETUNE = ("raw_pixels",)  # a flatten "encoder" has no weights to tune
 
@@ -143,6 +144,7 @@ def finetune_subset(
     head_layers = head_layers_to_keep(setting, read_encoder(paths.encoder(method)).get("head_cfg"))
     model = build_classifier(paths.encoder(method), head_layers=head_layers, n_classes=n_classes, device=device)
     batch_size = min(cfg.batch_size, len(keys))
+    bf16 = use_bf16(params.train.precision, device)
     train(
         model,
         train_batches(params, keys=keys, batch_size=batch_size, device=device),
@@ -153,9 +155,10 @@ def finetune_subset(
         weight_decay=cfg.weight_decay,
         desc=f"{method} fine-tune {fraction}" + (f" from head layer {head_layers}" if head_layers else ""),
         log_every=params.train.log_every,
+        bf16=bf16,
     )
     top1, top5 = evaluate(
-        model, scored_batches(params, split, device), device, desc=f"{method} {fraction} {split.name}"
+        model, scored_batches(params, split, device), device, desc=f"{method} {fraction} {split.name}", bf16=bf16
     )
     return model, head_layers, top1, top5
 
@@ -171,6 +174,7 @@ def distill_student(
     momentum = params.eval.lowlabel.finetune.momentum
     student = build_classifier(paths.encoder(method), head_layers=head_layers, n_classes=n_classes, device=device)
     images = train_batches(params, keys=None, batch_size=cfg.batch_size, device=device, exclude=split.train_exclude)
+    bf16 = use_bf16(params.train.precision, device)
     taught = train(
         student,
         unlabelled(images),
@@ -182,9 +186,11 @@ def distill_student(
         weight_decay=0.0,
         desc=f"{method} distill {fraction}",
         log_every=params.train.log_every,
+        bf16=bf16,
     )
     scored = scored_batches(params, split, device)
-    return (*evaluate(student, scored, device, desc=f"{method} {fraction} student {split.name}"), taught.images)
+    desc = f"{method} {fraction} student {split.name}"
+    return (*evaluate(student, scored, device, desc=desc, bf16=bf16), taught.images)
 
 
 def evaluate_fraction(

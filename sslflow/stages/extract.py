@@ -32,6 +32,7 @@ def run(params: Params, method: str) -> dict[str, int]:
     from sslflow.eval.split import eval_split
     from sslflow.models.encoder import load_encoder, read_encoder
     from sslflow.models.heads import head_layers_to_keep
+    from sslflow.train.precision import use_bf16
 
     cfg = params.eval.extract
     device = default_device()
@@ -53,6 +54,7 @@ def run(params: Params, method: str) -> dict[str, int]:
         "params_m": float(info.get("params_m") or 0.0),
     }
     rows = {}
+    bf16 = use_bf16(params.train.precision, device)
     start = time.perf_counter()
     with atomic_dir(paths.FEATURES / method) as tmp:
         for split in splits:
@@ -69,7 +71,7 @@ def run(params: Params, method: str) -> dict[str, int]:
             writer = FeatureWriter(
                 tmp / f"{split}.npz", total=total, dtype=cfg.dtype, meta=meta, desc=str(paths.shard_dir(split))
             )
-            rows[split] = extract(encoder, loader, writer, device=device)
+            rows[split] = extract(encoder, loader, writer, device=device, bf16=bf16)
             dim = writer.dim
     took = time.perf_counter() - start
     where = f", after {head_layers} head layer(s)" if head_layers else ""

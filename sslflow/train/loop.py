@@ -14,7 +14,6 @@ import math
 import signal
 import sys
 import threading
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from sslflow.train.checkpoint import config_hash, load_checkpoint, rng_state, sa
 from sslflow.train.config import TrainCfg, method_train_cfg, run_steps
 from sslflow.train.monitor import Monitor
 from sslflow.train.optim import build_optimizer, build_scheduler, scaled_lr
+from sslflow.train.precision import autocast, use_bf16
 from sslflow.train.progress import Progress
 
 PREEMPTED_EXIT = TERMINATED_EXIT  # what a scheduler expects from a pre-empted job (sslflow.signals)
@@ -108,8 +108,7 @@ class Trainer:
         check_shard_sizes(self.manifest, paths.SHARDS, split.shard_splits)
         self.in_channels = in_channels(params)
         self.device = env.device
-        # bf16 on a CPU is CPU autocast: slower there, but it runs the GPU profiles' code path
-        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        self.bf16 = use_bf16(cfg.precision, self.device)
         torch.manual_seed(params.seed)  # the same initial weights on every rank and every run
         self.train_exclude = split.train_exclude  # the validation slice, under eval.split: val
         self.method: Method = build_method(method, params, self.in_channels, len(self.manifest["classes"]))
@@ -343,9 +342,7 @@ def train_step(
     (rotation, relative position, the supervised control) otherwise blows its loss up to several
     times chance in the first warm-up steps, even at a tenth of the peak rate.
     """
-    device_type = next(method.parameters()).device.type
-    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    with autocast:
+    with autocast(next(method.parameters()).device, bf16):
         loss, metrics = net(batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from contextlib import nullcontext
 
 import torch
 
@@ -19,6 +18,7 @@ from sslflow.augment.views import VIEWS_PER_IMAGE
 from sslflow.models.backbone import count_params_m, describe
 from sslflow.train import distributed as ddp
 from sslflow.train.knn import extract_features, knn_top1
+from sslflow.train.precision import autocast
 from sslflow.train.summary import pretrain_summary
 
 LIVE_DIR = "dvclive"
@@ -187,8 +187,7 @@ def knn_monitor(params, encoder, device, knn_cfg, num_classes: int, batch_size: 
     common = {"kind": "eval", "batch_size": batch_size, "shuffle": False, "drop_last": False, "device": device}
     bank_loader = make_loader(params, split="train", keys=read_subset(knn_cfg.train_subset, paths.SHARDS), **common)
     query_loader = make_loader(params, **eval_split(params).scored, **common)
-    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    with autocast:
+    with autocast(device, bf16):
         bank = extract_features(encoder, bank_loader, device)
         queries = extract_features(encoder, query_loader, device, limit=knn_cfg.val_samples)
     return knn_top1(bank, queries, knn_cfg.k, knn_cfg.temperature, num_classes)

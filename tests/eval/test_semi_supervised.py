@@ -25,7 +25,8 @@ def test_fine_tuning_from_head_layer_1_starts_from_that_layers_weights(tmp_path)
 
     backbone, head = save_v2_encoder(tmp_path / "encoder.pt")
     model = build_classifier(tmp_path / "encoder.pt", head_layers=1, n_classes=10, device="cpu").eval()
-    x = torch.randn(4, 1, 28, 28)
+    x = torch.randn(4, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    backbone.to(memory_format=torch.channels_last)  # the classifier's layout, so the same kernels run
     with torch.no_grad():
         torch.testing.assert_close(model[0](x), head[0](backbone(x)), rtol=0, atol=0)
     first = head[0][0].weight  # Linear(backbone.out_dim -> 24) of the head's first block

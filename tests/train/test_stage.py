@@ -111,6 +111,9 @@ def test_bench_pretrain_runs_on_cpu(train_project):
         "pretrain",
         "-S",
         "model.width=0.125",
+        "-S",
+        "train.precision=bf16",
+        "--vs-fp32",
         "--batch",
         "32",
         "--steps",
@@ -132,6 +135,11 @@ def test_bench_pretrain_runs_on_cpu(train_project):
         result["loader_fed_images_per_s"] / result["synthetic_images_per_s"], rel=1e-3
     )
     assert "ratio fed / ceiling" in proc.stdout
+    assert result["bf16"] is True and result["rounds"]["synthetic_fp32"] == [result["synthetic_fp32_images_per_s"]]
+    assert result["bf16_speedup"] == pytest.approx(
+        result["synthetic_images_per_s"] / result["synthetic_fp32_images_per_s"], rel=1e-3
+    )
+    assert "bf16 / fp32 ceiling" in proc.stdout
 
 
 @pytest.mark.parametrize("name", ["gpu-fmnist.yaml", "imagenet-r50.yaml"])
