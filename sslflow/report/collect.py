@@ -38,6 +38,11 @@ class MethodResults:
     def pretrain_s(self) -> float | None:
         return _first("wall_s", self.pretrain)
 
+    @property
+    def precision(self) -> str | None:
+        """bf16 or fp32, as pretraining ran; None for a control or an older pretrain.json."""
+        return _first("precision", self.pretrain)
+
     def linear_acc(self, k: int) -> float | None:
         return (self.linear or {}).get(f"top{k}")
 

@@ -101,7 +101,8 @@ def tables_markdown(results: list[MethodResults], scored_on: str = TEST_SPLIT) -
     """The report's text and tables without its figures: what a page without reports/'s images shows
     (Prefect's UI). scored_on: the images the accuracies are measured on (sslflow.eval.split)."""
     intro = INTRO.format(scored_on=scored_on)
-    parts = [intro, LINEAR_TEXT, linear_table(results), LOWLABEL_TEXT, label_fraction_linear_table(results)]
+    parts = [intro, LINEAR_TEXT, linear_table(results), precision_line(results)]
+    parts += [LOWLABEL_TEXT, label_fraction_linear_table(results)]
     semi = semi_supervised_table(results)
     if semi:
         parts += [SEMI_SUPERVISED_TEXT, semi, budget_line(results)]
@@ -110,6 +111,23 @@ def tables_markdown(results: list[MethodResults], scored_on: str = TEST_SPLIT) -
         if table:
             parts += [HEAD_LAYER_TEXT.format(name=display_name(r.method)), table]
     return "\n".join(parts)
+
+
+PRECISION_NAMES = {"bf16": "bf16 autocast", "fp32": "fp32"}
+
+
+def precision_line(results: list[MethodResults]) -> str:
+    """What `train.precision` resolved to for each trained method (it depends on the machine: auto is
+    bf16 on GPUs and AMX CPUs), so that numbers from different machines are read knowingly."""
+    names: dict[str, list[str]] = {}
+    for r in results:
+        if r.precision:
+            names.setdefault(r.precision, []).append(display_name(r.method))
+    if len(names) == 1:
+        (only,) = names
+        return f"Every trained method pretrained in {PRECISION_NAMES.get(only, only)} (`train.precision`).\n"
+    said = "; ".join(f"{PRECISION_NAMES.get(p, p)}: {', '.join(m)}" for p, m in sorted(names.items()))
+    return f"Pretraining precision (`train.precision`): {said}.\n" if said else ""
 
 
 def budget_line(results: list[MethodResults]) -> str:

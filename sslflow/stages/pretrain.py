@@ -69,6 +69,7 @@ def run_control(params, method: str) -> dict:
         knn_top1=knn,
         images_per_s=None,
         wall_s=time.perf_counter() - started,
+        precision=None,
     )
     write_metrics(method, summary)
     _say(method, summary)

@@ -68,7 +68,9 @@ class TrainCfg(Schedule):
     checkpoint_every: int = Field(200, gt=0, description="steps between checkpoints (and one at the end)")
     log_every: int = Field(10, gt=0, description="steps between logged metrics")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on GPUs and AMX CPUs, else fp32")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 autocast on GPUs and AMX CPUs, else fp32"
+    )
     channels_last: bool = True
     compile: bool = False
     threads: int = Field(0, ge=0, description="torch CPU threads per process; 0 = torch's default")

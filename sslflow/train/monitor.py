@@ -170,6 +170,7 @@ class Monitor:
             knn_top1=self.knn_top1,
             images_per_s=self.train_images / self.train_seconds if self.train_seconds else math.nan,
             wall_s=self.wall_before + time.perf_counter() - self.started,
+            precision="bf16" if t.bf16 else "fp32",
         )
 
     def close(self) -> None:

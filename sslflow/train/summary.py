@@ -24,10 +24,12 @@ def pretrain_summary(
     knn_top1: float | None,
     images_per_s: float | None,
     wall_s: float,
+    precision: str | None,
 ) -> dict:
     """final_pretext_acc: the pretext task's accuracy (SimCLR: the positive ranked first among 2N-1);
     views: what the backbone processed, all ranks (steps x global batch x views per image), the unit
-    of `train.budget_views`."""
+    of `train.budget_views`; precision: "bf16" or "fp32", what `train.precision` resolved to on this
+    machine (None for a control that trains nothing)."""
     summary = {
         "method": method,
         "backbone": backbone,
@@ -42,5 +44,6 @@ def pretrain_summary(
         "knn_top1": knn_top1,
         "images_per_s": images_per_s,
         "wall_s": round(wall_s, 2),
+        "precision": precision,
     }
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from sslflow.report.ablation import (
     sweep,
 )
 from sslflow.report.collect import ordered, read_results, summary_row
+from sslflow.report.document import precision_line
 from sslflow.report.tables import head_layer_table, label_fraction_linear_table, linear_table, semi_supervised_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,6 +52,7 @@ FILES = {
         "epochs": 3,
         "views": 102400,
         "wall_s": 151.37,
+        "precision": "bf16",
     },
     "simclr/linear.json": {"top1": 0.8851, "top5": 0.9974, "l2": 1e-4, "backbone": "ignored", "params_m": 9.0},
     "simclr/lowlabel.json": {"1pct": fraction(0.8049, 0.9901, 0.7712, 0.9811), "10pct": fraction(0.8533, 0.9962)},
@@ -86,6 +89,7 @@ FILES = {
         "params_m": 0.6999,
         "views": 204800,
         "wall_s": 98.5,
+        "precision": "bf16",
     },
     "supervised/linear.json": {"top1": 0.9104, "top5": 0.9989},
     "random_init/pretrain.json": {
@@ -183,6 +187,16 @@ def test_tables_match_the_papers_layout_exactly(results):
     v2 = next(r for r in results if r.method == "simclr_v2")
     assert head_layer_table(v2) == HEAD_LAYERS
     assert all(head_layer_table(r) == "" for r in results if r.method != "simclr_v2")
+
+
+def test_the_precision_each_method_pretrained_in_is_said(results):
+    assert precision_line(results) == "Every trained method pretrained in bf16 autocast (`train.precision`).\n"
+    simclr = next(r for r in results if r.method == "simclr")
+    fp32 = replace(simclr, method="rotation", pretrain={**simclr.pretrain, "precision": "fp32"})
+    assert precision_line([*results, fp32]) == (
+        "Pretraining precision (`train.precision`): bf16 autocast: SimCLR, Supervised; fp32: Rotation.\n"
+    )
+    assert precision_line([r for r in results if r.precision is None]) == ""
 
 
 def test_methods_not_run_print_dashes(results):

@@ -16,6 +16,7 @@ import pytest
 from sslflow.errors import UserError
 from sslflow.params import load_params
 from sslflow.train.config import method_train_cfg
+from sslflow.train.precision import use_bf16
 
 from .conftest import SMALL_MODEL
 
@@ -90,6 +91,7 @@ def test_each_method_processes_the_views_of_its_budget(train_project):
         assert (summary["steps"], summary["views"]) == (steps, steps * BATCH * views), method
         assert BUDGET <= summary["views"] < BUDGET + BATCH * views, "the budget, rounded up to whole steps"
         assert summary["wall_s"] > 0
+        assert summary["precision"] == ("bf16" if use_bf16("auto", "cpu") else "fp32")  # train.precision: auto
     assert json.loads((train_project / "metrics/exemplar/pretrain.json").read_text())["epochs"] == 3.5
 
 
