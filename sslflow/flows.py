@@ -22,8 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.task_runners import ThreadPoolTaskRunner
+# Before Prefect reads its settings: the embedded server's telemetry heartbeat writes to its
+# SQLite file while the server is still starting and prints a "database is locked" traceback
+# (a lab's cluster cannot send it anywhere either). A user's own setting wins.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from sslflow.errors import EXIT_USER_ERROR, UserError
 from sslflow.launch import stage_command

@@ -18,6 +18,19 @@ from tests.flows.projects import write_project as _write_project
 PY = sys.executable
 
 
+@pytest.mark.parametrize("given, expected", [(None, "False"), ("true", "True")])
+def test_the_embedded_servers_telemetry_is_off_unless_the_user_turns_it_on(given, expected):
+    """Its heartbeat races the starting server for the SQLite file ("database is locked" tracebacks)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_ANALYTICS_ENABLED"}
+    if given is not None:
+        env["PREFECT_SERVER_ANALYTICS_ENABLED"] = given
+    code = "import sslflow.flows, prefect.settings as s; print(s.get_current_settings().server.analytics_enabled)"
+    proc = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == expected
+
+
 def test_stage_command_wraps_pretrain_in_torchrun_only_when_distributed():
     single = LaunchCfg()
     wide = LaunchCfg(nproc_per_node=4, nnodes=2, rdzv_endpoint="head:29500")
