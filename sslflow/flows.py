@@ -220,10 +220,40 @@ def experiment_name(point: dict[str, Any]) -> str:
     return "_".join(parts).replace("/", "-").replace(" ", "")
 
 
+def pipeline_state(root: Path | str = ".") -> list[str]:
+    """What a queued experiment needs from this workspace besides its git commit: dvc.lock and the
+    outputs DVC does not cache (metrics files, pretraining's resumable last.pt), those that exist.
+
+    After a fresh clone's `make run` they are untracked, and a queued experiment starts from the
+    commit alone: without dvc.lock every stage looks new, and DVC's run-cache never restores a
+    stage with a persistent output, so every method would pretrain again in every experiment.
+    """
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        uncached = sorted({out.def_path for stage in repo.index.stages for out in stage.outs if not out.use_cache})
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True).stdout.splitlines()
+    return _copyable([path for path in ["dvc.lock", *uncached] if (Path(root) / path).exists()], tracked)
+
+
+def _copyable(paths: list[str], tracked: list[str]) -> list[str]:
+    """DVC copies a file only into a folder the experiment's checkout has, and a folder only where
+    none is: a file whose folder git does not track (metrics/simclr/, models/simclr/) goes as its folder."""
+    folders = {str(p) for f in tracked for p in Path(f).parents}
+    copies: list[str] = []
+    for path in paths:
+        folder = str(Path(path).parent)
+        item = folder if folder != "." and folder not in folders else path
+        if item not in copies:
+            copies.append(item)
+    return copies
+
+
 @task(task_run_name="queue {name}")
-def queue_experiment(point: dict[str, Any], name: str) -> str:
+def queue_experiment(point: dict[str, Any], name: str, copy_paths: list[str]) -> str:
     sets = [arg for key, value in point.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
-    proc = _dvc("exp", "run", "--queue", "--name", name, *sets)
+    copies = [arg for path in copy_paths for arg in ("--copy-paths", path)]
+    proc = _dvc("exp", "run", "--queue", "--name", name, *sets, *copies)
     if proc.returncode != 0:
         raise UserError(f"dvc exp run --queue {name}: {proc.stderr.strip()}")
     get_run_logger().info("queued %s", name)
@@ -278,8 +308,9 @@ def sweep(grid: dict[str, list[Any]], name: str = "grid", jobs: int = 1) -> list
     from sslflow.artifacts import publish_experiments
 
     points = grid_points(grid)
+    state = pipeline_state()
     for point in points:
-        queue_experiment(point, experiment_name(point))
+        queue_experiment(point, experiment_name(point), state)
     run_queue(jobs)
     rows = gather_experiments()
     publish_experiments(name, rows, grid)
