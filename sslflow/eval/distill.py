@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslflow.eval.finetune import LossFn, to_model
+from sslflow.eval.device import to_model
+from sslflow.eval.finetune import LossFn
 
 
 def distillation_loss(teacher: nn.Module, temperature: float, device: str) -> LossFn:

@@ -25,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sslflow.errors import UserError
+from sslflow.eval.device import to_model
 from sslflow.testpoints import pause_point
 from sslflow.train.precision import autocast
 
@@ -126,8 +127,7 @@ def extract(
     try:
         with torch.inference_mode(), autocast(device, bf16):
             for batch in tqdm(batches, desc=writer.desc, unit="batch", disable=None, leave=False):
-                images = batch["image"].to(device, non_blocking=True, memory_format=torch.channels_last)
-                out = encoder(images).float().cpu().numpy()
+                out = encoder(to_model(batch["image"], device)).float().cpu().numpy()
                 writer.add(out, batch["label"].cpu().numpy(), batch["key"])
                 pause_point("extract.rows", writer.filled)
         return writer.close()

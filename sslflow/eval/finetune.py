@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from sslflow.eval.device import to_model
 from sslflow.eval.linear_probe import topk_accuracy
 from sslflow.train.precision import autocast
 from sslflow.train.progress import Progress
@@ -42,11 +43,6 @@ def build_classifier(encoder_path: Path | str, *, head_layers: int, n_classes: i
     nn.init.normal_(fc.weight, std=0.01)  # as SimCLR's supervised head: starts near uniform predictions
     nn.init.zeros_(fc.bias)
     return nn.Sequential(encoder, fc).to(device, memory_format=torch.channels_last)
-
-
-def to_model(images: torch.Tensor, device: str) -> torch.Tensor:
-    """A batch of images on the device, channels-last (a view when the loader's already is)."""
-    return images.to(device, non_blocking=True, memory_format=torch.channels_last)
 
 
 def cross_entropy_loss(device: str) -> LossFn:
