@@ -16,8 +16,7 @@ import torch
 
 from sslflow import paths
 from sslflow.augment.catalogue import load_catalogue, shard_counts
-from sslflow.augment.plan import Plan, check_request, slot_for
-from sslflow.augment.views import derive_seed
+from sslflow.augment.plan import Plan, check_request, epoch_fields
 from sslflow.errors import UserError
 
 
@@ -37,12 +36,18 @@ def make_loader(
     drop_last: bool = True,
     device="cpu",
     shards_dir: Path | str = paths.SHARDS,
+    state: dict | None = None,
 ):
     """An iterable over one epoch of `kind` batches for this rank; len() = the batches it will yield.
 
     Same params.seed, epoch and rank -> identical batches; skip_batches=n yields
     batches n, n+1, ... of that same epoch (len() shrinks by n). keys: read only these
     samples; exclude: read every sample (of `keys`, else of the split) but these.
+
+    Training goes on with `loader.next_epoch()`, which keeps the backend's pipeline
+    (DALI: one per run, its streams continuing from epoch to epoch), and
+    `loader.state()` is where it stands: passed back as `state` with the same epoch
+    and skip_batches, a new loader yields what this one would have yielded next.
     """
     check_request(kind, split, batch_size, rank, world_size, skip_batches)
     cfg = params.augment
@@ -55,7 +60,6 @@ def make_loader(
         batch_size=batch_size,
         rank=rank,
         world_size=world_size,
-        epoch=epoch,
         skip_batches=skip_batches,
         shuffle=shuffle,
         drop_last=drop_last,
@@ -65,10 +69,9 @@ def make_loader(
         mean=_per_channel(cfg.mean, channels, "augment.mean"),
         std=_per_channel(cfg.std, channels, "augment.std"),
         threads=cfg.threads or threads_per_rank(),
-        seed=derive_seed(params.seed, epoch, rank, kind),
-        epoch_seed=derive_seed(params.seed, epoch, kind),
         total=0,
-        slot=slot_for(rank, world_size, epoch, shuffle),
+        base_seed=params.seed,
+        **epoch_fields(params.seed, epoch, rank, world_size, kind, shuffle),
     )
     backend = pick_backend(cfg.backend)
     _select(plan, params, keys, exclude, backend, manifest)
@@ -81,7 +84,7 @@ def make_loader(
     if backend == "dali":
         from sslflow.augment.dali_pipeline import DaliLoader
 
-        return DaliLoader(plan, cfg)
+        return DaliLoader(plan, cfg, state)
     from sslflow.augment.torchvision_loader import TorchvisionLoader
 
     return TorchvisionLoader(plan, cfg)

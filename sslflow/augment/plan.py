@@ -3,12 +3,14 @@
 Both backends read the same plan, so they agree on what a rank reads
 (DALI's contiguous ``shard_id`` slice of the selection), on how many batches
 an epoch has, and on the seed that fixes shuffling and augmentation.
+`Plan.for_epoch` is the same selection at another epoch: only seeds and the
+rank's slice change, nothing is read again.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from sslflow.augment.catalogue import Catalogue, rank_range
+from sslflow.augment.views import derive_seed
 from sslflow.errors import UserError
 
 
@@ -40,6 +43,7 @@ class Plan:
     epoch_seed: int  # for (params.seed, epoch, kind), shared by all ranks: the global order of indexed sources
     total: int  # samples in the selection, all ranks together
     slot: int  # which of the world_size slices this rank reads this epoch
+    base_seed: int = 0  # params.seed, which the per-epoch seeds derive from
     catalogue: Catalogue | None = None  # set when samples are read by key
     positions: np.ndarray | None = None  # keyed selection (catalogue indices, shard order); None = whole split
     patches: np.ndarray | None = None  # exemplar: (N, p, p, C) uint8
@@ -48,6 +52,22 @@ class Plan:
     def rank_count(self) -> int:
         start, end = rank_range(self.total, self.slot, self.world_size)
         return end - start
+
+    def for_epoch(self, epoch: int) -> Plan:
+        """The same selection at `epoch`, from its first batch."""
+        return replace(
+            self,
+            skip_batches=0,
+            **epoch_fields(self.base_seed, epoch, self.rank, self.world_size, self.kind, self.shuffle),
+        )
+
+    @property
+    def source_batches(self) -> int:
+        """Batches the source itself yields in the epoch: every sample of this rank, the last batch padded.
+
+        More than `num_batches` when drop_last leaves a partial batch (or a rank's longer slice) unread.
+        """
+        return math.ceil(self.rank_count / self.batch_size)
 
     @property
     def num_batches(self) -> int:
@@ -77,6 +97,16 @@ class Plan:
             # shuffle the whole selection first, so a rank's slice is a random subset each epoch
             items = items[np.random.default_rng(self.epoch_seed).permutation(len(items))]
         return items[start:end]
+
+
+def epoch_fields(base_seed: int, epoch: int, rank: int, world_size: int, kind: str, shuffle: bool) -> dict:
+    """The plan fields that change with the epoch."""
+    return {
+        "epoch": epoch,
+        "seed": derive_seed(base_seed, epoch, rank, kind),
+        "epoch_seed": derive_seed(base_seed, epoch, kind),
+        "slot": slot_for(rank, world_size, epoch, shuffle),
+    }
 
 
 def slot_for(rank: int, world_size: int, epoch: int, shuffle: bool) -> int:

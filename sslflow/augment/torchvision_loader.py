@@ -40,6 +40,14 @@ class TorchvisionLoader:
     def __len__(self) -> int:
         return self.plan.num_batches - self.plan.skip_batches
 
+    def next_epoch(self) -> TorchvisionLoader:
+        """The next epoch's loader: its batches depend on (seed, epoch, position) alone, nothing carries over."""
+        return TorchvisionLoader(self.plan.for_epoch(self.plan.epoch + 1), self.cfg)
+
+    def state(self) -> None:
+        """Nothing to keep beyond the epoch and batch the caller resumes at (see `make_loader`)."""
+        return None
+
     def __iter__(self):
         workers = max(1, min(self.plan.threads, len(self)))
         cuda = self.plan.torch_device.type == "cuda"

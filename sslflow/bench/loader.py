@@ -2,6 +2,7 @@
 
     sslflow bench loader                  # the project's shards at augment.size (Fashion-MNIST: 28 px)
     sslflow bench loader --size 224       # ImageNet-sized JPEGs (a synthetic set unless --shards)
+    sslflow bench loader --epochs 20      # also: 20 epochs of the 1% subset, one pipeline vs one per epoch
 
 At 224 px the views follow the papers' ImageNet recipe (the class defaults of
 `augment`: SimCLR with blur, ImageNet mean/std), keeping this params file's
@@ -58,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--images", type=int, default=1536, help="generated JPEGs (train split) with --size and no --shards"
     )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=0,
+        help="also time this many epochs of the 1%% subset (fine-tuning's loader), carried by one pipeline "
+        "(next_epoch) against a loader built per epoch",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
 
 
@@ -72,6 +80,7 @@ def run(
     warmup: int = 2,
     rounds: int = 1,
     images: int = 1536,
+    epochs: int = 0,
     json: Path | None = None,
 ) -> list[dict]:
     """Measure every (backend, kind) `rounds` times, interleaved, and report the median of each."""
@@ -90,12 +99,14 @@ def run(
                 row = measure(bench_params, kind, backend, batch, warmup, seconds, shards_dir)
                 runs[(backend, kind)].append(row)
                 print(f"{round_no:<7}{_line(row)}", flush=True)
-    rows = [_median(measured) for measured in runs.values()]
-    if rounds > 1:
-        print("median over rounds:")
-        for row in rows:
-            print(f"{'':<7}{_line(row)}")
-    _print_ratios(rows)
+        rows = [_median(measured) for measured in runs.values()]
+        if rounds > 1:
+            print("median over rounds:")
+            for row in rows:
+                print(f"{'':<7}{_line(row)}")
+        _print_ratios(rows)
+        if epochs:
+            rows.append(_epochs_row(bench_params, epochs, batch, rounds, shards_dir))
     if json is not None:
         write_json(json, rows)
     return rows
@@ -147,6 +158,54 @@ def measure(params, kind: str, backend: str, batch_size: int, warmup: int, secon
         "views_per_s": round(rate * VIEWS_PER_IMAGE[kind], 1),
         "cpu_cores": os.cpu_count(),
     }
+
+
+def _epochs_row(params, epochs: int, batch_size: int, rounds: int, shards_dir: Path) -> dict:
+    """Seconds per epoch of the 1% subset with the project's backend: one loader carried from epoch to epoch
+    (`next_epoch`, as fine-tuning and pretraining run) against one built per epoch, interleaved rounds, medians."""
+    from sslflow.augment.loader import make_loader, pick_backend
+    from sslflow.data.read import read_subset
+
+    keys = read_subset("1pct", shards_dir)
+    batch = min(batch_size, len(keys))
+
+    def carried() -> None:
+        loader = make_loader(params, kind="supervised", batch_size=batch, keys=keys, shards_dir=shards_dir)
+        for _ in range(epochs):
+            for _ in loader:
+                pass
+            loader = loader.next_epoch()
+
+    def rebuilt() -> None:
+        for epoch in range(epochs):
+            for _ in make_loader(
+                params, kind="supervised", batch_size=batch, keys=keys, epoch=epoch, shards_dir=shards_dir
+            ):
+                pass
+
+    times: dict[str, list[float]] = {"carried": [], "rebuilt": []}
+    for _ in range(rounds):
+        for name, fn in (("carried", carried), ("rebuilt", rebuilt)):
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) / epochs)
+    per_epoch = {name: float(np.median(values)) for name, values in times.items()}
+    row = {
+        "measure": "epochs of the 1% subset",
+        "backend": pick_backend(params.augment.backend),
+        "images": len(keys),
+        "batch_size": batch,
+        "epochs": epochs,
+        "carried_s_per_epoch": round(per_epoch["carried"], 6),
+        "rebuilt_s_per_epoch": round(per_epoch["rebuilt"], 6),
+        "rebuilt_over_carried": round(per_epoch["rebuilt"] / per_epoch["carried"], 2),
+    }
+    print(
+        f"1% subset ({len(keys)} images, batch {batch}), {epochs} epochs: one loader carried over "
+        f"{row['carried_s_per_epoch']:.3f} s/epoch, built per epoch {row['rebuilt_s_per_epoch']:.3f} s/epoch, "
+        f"built / carried = {row['rebuilt_over_carried']:.2f}x"
+    )
+    return row
 
 
 def _bench_params(params, size: int | None):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -26,8 +27,17 @@ from sslflow.eval.linear_probe import topk_accuracy
 from sslflow.train.precision import autocast
 from sslflow.train.progress import Progress
 
-# epoch -> that epoch's batches (a fresh, deterministically shuffled loader)
-Batches = Callable[[int], Iterable[dict]]
+
+class Batches(Protocol):
+    """One epoch's batches and the way to the next epoch's (what `make_loader` returns)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[dict]: ...
+
+    def next_epoch(self) -> Batches: ...
+
+
 # (model, batch) -> scalar loss
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
 
@@ -80,10 +90,9 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     device = params[0].device
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
-    first = batches(0)
-    total = epochs * len(first)
+    total = epochs * len(batches)
     if max_steps is not None:
-        total, epochs = min(total, max_steps), min(epochs, math.ceil(max_steps / max(1, len(first))))
+        total, epochs = min(total, max_steps), min(epochs, math.ceil(max_steps / max(1, len(batches))))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total))
     losses: list[float] = []
     step, images, started = 0, 0, time.perf_counter()
@@ -92,7 +101,9 @@ def train(
         for epoch in range(epochs):
             model.train()
             epoch_loss, epoch_steps = 0.0, 0
-            for batch in first if epoch == 0 else batches(epoch):
+            if epoch:
+                batches = batches.next_epoch()
+            for batch in batches:
                 with autocast(device, bf16):
                     loss = loss_fn(model, batch)
                 opt.zero_grad(set_to_none=True)

@@ -69,30 +69,24 @@ def probe_subset(params, train: FeatureSet, val: FeatureSet, rows: np.ndarray, n
 
 
 def train_batches(params, *, keys: Sequence[str] | None, batch_size: int, device: str, exclude=None) -> Batches:
-    """epoch -> crop + flip batches of the train split (restricted to `keys` when given, less `exclude`)."""
+    """The first epoch of crop + flip batches of the train split (restricted to `keys` when given, less `exclude`)."""
     from sslflow.augment.loader import make_loader
 
-    keyset = None if keys is None else set(keys)
-
-    def batches(epoch: int):
-        return make_loader(
-            params,
-            kind="supervised",
-            split="train",
-            batch_size=batch_size,
-            epoch=epoch,
-            keys=keyset,
-            exclude=exclude,
-            device=device,
-        )
-
-    return batches
+    return make_loader(
+        params,
+        kind="supervised",
+        split="train",
+        batch_size=batch_size,
+        keys=None if keys is None else set(keys),
+        exclude=exclude,
+        device=device,
+    )
 
 
 class Unlabelled:
     """A loader's batches with the images only: all a distillation student is given to read."""
 
-    def __init__(self, loader) -> None:
+    def __init__(self, loader: Batches) -> None:
         self.loader = loader
 
     def __len__(self) -> int:
@@ -101,9 +95,8 @@ class Unlabelled:
     def __iter__(self):
         return ({"image": batch["image"]} for batch in self.loader)
 
-
-def unlabelled(batches: Batches) -> Batches:
-    return lambda epoch: Unlabelled(batches(epoch))
+    def next_epoch(self) -> Unlabelled:
+        return Unlabelled(self.loader.next_epoch())
 
 
 def scored_batches(params, split: EvalSplit, device: str):
@@ -177,7 +170,7 @@ def distill_student(
     bf16 = use_bf16(params.train.precision, device)
     taught = train(
         student,
-        unlabelled(images),
+        Unlabelled(images),
         distillation_loss(teacher, cfg.temperature, device),
         epochs=cfg.epochs,
         max_steps=cfg.max_steps,

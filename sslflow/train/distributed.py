@@ -122,3 +122,12 @@ def broadcast_float(value: float, env: DistEnv) -> float:
     tensor = torch.tensor([value], dtype=torch.float64, device=env.device if dist.get_backend() == "nccl" else "cpu")
     dist.broadcast(tensor, src=0)
     return float(tensor.item())
+
+
+def gather_objects(value, env: DistEnv) -> list:
+    """Every rank's `value`, in rank order, on every rank (each rank's loader state goes into rank 0's checkpoint)."""
+    if not env.distributed:
+        return [value]
+    values: list = [None] * env.world_size
+    dist.all_gather_object(values, value)
+    return values

@@ -4,8 +4,9 @@ One process, or one per device under `torchrun` (DDP; SyncBN on GPUs), bf16
 autocast and channels_last on GPUs, optional torch.compile, LARS/SGD/AdamW with
 linear warmup and cosine decay. Every `checkpoint_every` steps (and at the end,
 and on SIGTERM) the full state goes to models/<method>/last.pt; running the same
-command again continues from it, reading the loader from the same position, so
-on CPU a resumed run ends with the weights of an uninterrupted one.
+command again continues from it, the loader from the same position (the DALI
+pipeline's own checkpoint is part of it), so on CPU a resumed run ends with the
+weights of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ class Trainer:
 
     # ---- set-up -------------------------------------------------------------------------
 
-    def loader(self, epoch: int, skip: int = 0):
+    def loader(self, epoch: int, skip: int = 0, state: dict | None = None):
+        """This rank's loader from batch `skip` of `epoch`; `state`: its own from a checkpoint."""
         from sslflow.augment.loader import make_loader
 
         return make_loader(
@@ -145,6 +147,7 @@ class Trainer:
             skip_batches=skip,
             exclude=self.train_exclude,
             device=self.device,
+            state=state,
         )
 
     def wrap(self) -> nn.Module:
@@ -207,6 +210,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
         def checkpoint(done: bool = False) -> None:
+            loader_states = ddp.gather_objects(loader.state() if loader is not None else None, self.env)
             if not self.env.is_main:
                 return
             ends_epoch = pos.step_in_epoch == self.steps_per_epoch
@@ -225,6 +229,7 @@ class Trainer:
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "rng": rng_state(),
+                    "loader": loader_states,
                     "monitor": monitor.state(),
                 },
             )
@@ -240,7 +245,7 @@ class Trainer:
         with StopRequest() as stop, progress:
             while pos.global_step < total_steps:
                 if loader is None:
-                    loader = self.loader(pos.epoch, pos.step_in_epoch)
+                    loader = self.loader(pos.epoch, pos.step_in_epoch, state["loader"][self.env.rank])
                 monitor.start_window()
                 for batch in loader:
                     loss, metrics, images = self.step(net, batch, optimizer, scheduler)
@@ -260,10 +265,10 @@ class Trainer:
                         self._exit_preempted(pos)
                     if pos.global_step == total_steps:
                         break
-                loader = None
                 epoch_done = pos.step_in_epoch == self.steps_per_epoch
                 if epoch_done:
                     pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+                    loader = loader.next_epoch()  # the same pipeline goes on
                 every = self.cfg.knn.every_epochs
                 if pos.global_step == total_steps or (epoch_done and every and pos.epoch % every == 0):
                     monitor.knn(pos.global_step)

@@ -64,6 +64,16 @@ def test_bench_reports_images_per_second_of_both_backends(scratch_project, capsy
         bench.run(params, kinds="simclr,sim")
 
 
+def test_bench_times_epochs_of_the_1pct_subset_carried_and_rebuilt(scratch_project, capsys):
+    rows = bench.run(params_in(scratch_project), kinds="eval", backends="dali", seconds=0.1, warmup=1, epochs=3)
+    row = rows[-1]
+    assert (row["measure"], row["backend"], row["images"], row["epochs"]) == ("epochs of the 1% subset", "dali", 10, 3)
+    assert row["carried_s_per_epoch"] > 0 and row["rebuilt_s_per_epoch"] > 0
+    ratio = row["rebuilt_s_per_epoch"] / row["carried_s_per_epoch"]
+    assert row["rebuilt_over_carried"] == pytest.approx(ratio, abs=0.006)  # rounded to 0.01
+    assert f"built / carried = {row['rebuilt_over_carried']:.2f}x" in capsys.readouterr().out
+
+
 def test_bench_generates_imagenet_sized_jpeg_shards():
     with bench.synthetic_jpeg_project(images=12, classes=3) as project:
         manifest = load_manifest(project / "data" / "shards")

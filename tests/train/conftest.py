@@ -16,6 +16,22 @@ import yaml  # noqa: E402
 SMALL_MODEL = ["model.arch=resnet18", "model.width=0.125", "model.stem_stride=1", "model.pool=1"]
 
 
+class Epochs:
+    """The same in-memory batches every epoch, behind the loader interface the fine-tuning loop reads."""
+
+    def __init__(self, batches: list[dict]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def next_epoch(self) -> Epochs:
+        return self
+
+
 def make_train_project(root: Path, tiny_project: Path, overrides: dict | None = None) -> Path:
     (root / "data").mkdir(parents=True, exist_ok=True)
     (root / "data" / "shards").symlink_to(tiny_project / "data" / "shards")

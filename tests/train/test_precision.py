@@ -11,6 +11,8 @@ from sslflow.eval.features import FeatureWriter, extract
 from sslflow.eval.finetune import evaluate, train
 from sslflow.train import precision
 
+from .conftest import Epochs
+
 
 @pytest.mark.parametrize("amx", [True, False])
 def test_auto_is_bf16_on_gpus_and_on_cpus_with_amx(monkeypatch, amx):
@@ -57,7 +59,7 @@ def _batches(n_batches: int = 2):
         }
         for b in range(n_batches)
     ]
-    return lambda epoch: data
+    return Epochs(data)
 
 
 def _ce(model, batch):
@@ -71,7 +73,7 @@ def test_finetuning_and_scoring_run_in_the_asked_precision(bf16):
     assert model.seen == [torch.bfloat16 if bf16 else torch.float32] * 2
     assert all(p.dtype == torch.float32 for p in model.parameters())  # fp32 master weights
     model.seen.clear()
-    top1, _ = evaluate(model, _batches()(0), "cpu", bf16=bf16)
+    top1, _ = evaluate(model, _batches(), "cpu", bf16=bf16)
     assert model.seen == [torch.bfloat16 if bf16 else torch.float32] * 2 and 0.0 <= top1 <= 1.0
 
 
@@ -80,7 +82,7 @@ def test_extraction_runs_in_the_asked_precision_and_writes_float(tmp_path, bf16)
     model = ConvNet()
     meta = {"fingerprint": "f", "head_layers": 0, "backbone": "b", "params_m": 0.0}
     writer = FeatureWriter(tmp_path / "train.npz", total=8, dtype="float32", meta=meta, desc="t")
-    assert extract(model, _batches()(0), writer, device="cpu", bf16=bf16) == 8
+    assert extract(model, _batches(), writer, device="cpu", bf16=bf16) == 8
     assert model.seen == [torch.bfloat16 if bf16 else torch.float32] * 2
     with np.load(tmp_path / "train.npz") as f:
         assert f["features"].dtype == np.float32 and f["features"].shape == (8, 3)

@@ -21,7 +21,7 @@ from torch import nn
 
 from sslflow.train.progress import Progress, format_duration, parse_step, progress_line, summary_line
 
-from .conftest import SMALL_MODEL
+from .conftest import SMALL_MODEL, Epochs
 
 PROGRESS = re.compile(r"^pretrain (\w+): step (\d+)/(\d+)  epoch (\d+)/(\d+)  loss ([\d.]+)  acc ([\d.]+)%  lr \S+  ")
 
@@ -84,7 +84,7 @@ def test_finetune_reports_progress_as_pretraining_does(capsys):
         return nn.functional.cross_entropy(m(batch["image"]), batch["label"])
 
     losses = train(
-        model, lambda epoch: data, loss, epochs=2, lr=0.1, momentum=0.9, weight_decay=0, desc="m ft 1pct", log_every=2
+        model, Epochs(data), loss, epochs=2, lr=0.1, momentum=0.9, weight_decay=0, desc="m ft 1pct", log_every=2
     ).losses
     lines = capsys.readouterr().err.splitlines()
     assert [parse_step(line) for line in lines[:-1]] == [(2, 6), (4, 6), (6, 6)]
@@ -105,7 +105,7 @@ def test_max_steps_ends_the_run_mid_epoch(capsys):
         fed.append(batch)
         return m(batch["image"]).pow(2).mean()
 
-    run = train(model, lambda epoch: data, loss, epochs=2, lr=0.1, momentum=0.0, weight_decay=0, desc="d", max_steps=4)
+    run = train(model, Epochs(data), loss, epochs=2, lr=0.1, momentum=0.0, weight_decay=0, desc="d", max_steps=4)
     assert (run.steps, run.images, len(fed)) == (4, 32, 4)
     assert fed == [data[0], data[1], data[2], data[0]]
     assert len(run.losses) == 2
