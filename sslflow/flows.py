@@ -176,9 +176,9 @@ def stage_label(stage: Stage, params: Params) -> str:
         return stage.name
     cfg = method_train_cfg(params.train, params.pretrain, method)
     if cfg.budget_views is not None:
-        budget = f"{cfg.budget_views:,} views: {planned_steps(params, method)} steps"
+        budget = f"{cfg.budget_views:,} views: {planned_steps(params, method):,} steps"
     else:
-        budget = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs:g} epochs"
+        budget = f"{cfg.max_steps:,} steps" if cfg.max_steps else f"{cfg.epochs:g} epochs"
     return f"{stage.name} ({budget}, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g})"
 
 

@@ -81,6 +81,12 @@ class Overrides(Schedule):
     """Per-method replacements of `train` keys (null = use train's)."""
 
     budget_views: int | None = Field(None, gt=0)
+    budget_scale: float | None = Field(
+        None,
+        gt=0,
+        description="train.budget_views times this (the supervised control's 2: the upper reference follows "
+        "the shared budget); no effect when the length comes from epochs or max_steps",
+    )
     epochs: int | None = Field(None, gt=0)
     max_steps: int | None = Field(None, gt=0)
     batch_size: int | None = Field(None, gt=0)
@@ -101,10 +107,12 @@ def method_train_cfg(train: TrainCfg, pretrain, method: str) -> TrainCfg:
     budget no longer applies to it (and a shared max_steps does not cap its budget).
     """
     section = getattr(pretrain, method)
-    fields = Overrides.model_fields if isinstance(section, Overrides) else {}
+    fields = set(TrainCfg.model_fields) & set(Overrides.model_fields) if isinstance(section, Overrides) else set()
     updates = {name: getattr(section, name) for name in fields if getattr(section, name) is not None}
     if updates.keys() & set(LENGTH):
         updates = {"budget_views": None, "max_steps": None, **updates}
+    elif getattr(section, "budget_scale", None) and train.budget_views is not None:
+        updates["budget_views"] = round(train.budget_views * section.budget_scale)
     return train.model_copy(update=updates)
 
 

@@ -29,16 +29,17 @@ def _params(*overrides: str):
     return load_params("params.yaml", [*SMALL_MODEL, *overrides])
 
 
-def test_the_repo_gives_every_trained_method_the_same_budget():
+def test_the_repo_gives_every_pretext_method_the_same_budget_and_the_control_twice_it():
+    """The supervised control is the upper reference, trained on twice the views (the report's budget column says so)."""
     from sslflow.methods.registry import planned_steps
 
     params = load_params("params.yaml")
     budget = params.train.budget_views
     for method in ("simclr", "rotation", "relpos", "exemplar", "supervised", "moco", "byol"):
         cfg = method_train_cfg(params.train, params.pretrain, method)
-        assert cfg.budget_views == budget, method
+        assert cfg.budget_views == budget * (2 if method == "supervised" else 1), method
         views = VIEWS.get(method, 2)  # MoCo and BYOL train on SimCLR's two views
-        assert planned_steps(params, method) == math.ceil(budget / (cfg.batch_size * views)), method
+        assert planned_steps(params, method) == math.ceil(cfg.budget_views / (cfg.batch_size * views)), method
 
 
 def test_a_method_that_sets_its_own_length_leaves_the_shared_budget(train_project):
@@ -60,6 +61,17 @@ def test_a_method_that_sets_its_own_length_leaves_the_shared_budget(train_projec
     assert method_train_cfg(params.train, params.pretrain, "supervised").max_steps is None
 
 
+def test_a_budget_scale_follows_the_shared_budget():
+    """The control's scale: twice whatever the shared budget is; its own length, or none shared, wins."""
+    scaled = _params("train.budget_views=1000", "pretrain.supervised.budget_scale=2")
+    assert method_train_cfg(scaled.train, scaled.pretrain, "supervised").budget_views == 2000
+    own = _params("train.budget_views=1000", "pretrain.supervised.budget_scale=2", "pretrain.supervised.max_steps=9")
+    cfg = method_train_cfg(own.train, own.pretrain, "supervised")
+    assert (cfg.budget_views, cfg.max_steps) == (None, 9)
+    epochs = _params("train.budget_views=null", "pretrain.supervised.budget_scale=2")
+    assert method_train_cfg(epochs.train, epochs.pretrain, "supervised").budget_views is None
+
+
 @pytest.mark.parametrize("where", ["train", "pretrain.simclr"])
 def test_a_budget_and_max_steps_together_are_one_clear_error(train_project, where):
     with pytest.raises(UserError) as info:
@@ -77,6 +89,7 @@ def test_each_method_processes_the_views_of_its_budget(train_project):
         f"train.budget_views={BUDGET}",
         f"train.batch_size={BATCH}",
         "pretrain.rotation.batch_size=16",  # the profile's 64 would be 256 views a step
+        "pretrain.supervised.budget_scale=null",  # the shared budget for all five here
         "augment.exemplar.classes=16",
         "augment.exemplar.copies=2",  # 2 steps an epoch
         "train.knn.val_samples=32",
@@ -103,5 +116,5 @@ def test_the_flow_names_each_pretraining_by_its_budget():
     assert label == {
         "simclr": "pretrain@simclr (102,400 views: 400 steps, batch 128, sgd lr 0.5)",
         "rotation": "pretrain@rotation (102,400 views: 400 steps, batch 64, sgd lr 1)",
-        "supervised": "pretrain@supervised (102,400 views: 800 steps, batch 128, sgd lr 0.5)",
+        "supervised": "pretrain@supervised (204,800 views: 1,600 steps, batch 128, sgd lr 0.5)",
     }
