@@ -90,7 +90,7 @@ def _frame(plan: Plan, cfg: AugmentCfg) -> ops.Frame:
 
 def _source(plan: Plan, cfg: AugmentCfg):
     """(encoded or raw images, label, source info or None) for the plan's selection."""
-    if plan.patches is not None or plan.positions is not None:
+    if plan.indexed:
         return _indexed_source(plan)
     tars = shard_files(plan.shards_dir, plan.split)
     encoded, cls = fn.readers.webdataset(
@@ -238,7 +238,7 @@ class ExternalBatches:
 
     def __init__(self, plan: Plan, with_labels: bool):
         self.first, self.with_labels = plan, with_labels
-        self._plans: dict[int, Plan] = {}
+        self._epoch: tuple[int, Plan] = (0, plan)  # (epoch_idx, its plan): one epoch at a time
         self._pool: ThreadPoolExecutor | None = None
         self._pending: dict[tuple[int, int], list[Future]] = {}
 
@@ -260,10 +260,10 @@ class ExternalBatches:
         return list(images), [np.array(label, np.int64) for label in labels]
 
     def _chunk(self, epoch: int, iteration: int) -> np.ndarray:
-        if epoch not in self._plans:
-            self._plans = {epoch: self.first.for_epoch(self.first.epoch + epoch)}  # one epoch at a time
+        if self._epoch[0] != epoch:
+            self._epoch = (epoch, self.first.for_epoch(self.first.epoch + epoch))
         size = self.first.batch_size
-        return self._plans[epoch].order[iteration * size : (iteration + 1) * size]
+        return self._epoch[1].order[iteration * size : (iteration + 1) * size]
 
     def _submit(self, chunk) -> list[Future]:
         if self._pool is None:
@@ -286,9 +286,8 @@ class PipelineRun:
     """
 
     def __init__(self, plan: Plan, cfg: AugmentCfg, state: dict | None = None):
-        first = plan.for_epoch(state["first_epoch"]) if state else plan.for_epoch(plan.epoch)
+        first = plan.for_epoch(state["first_epoch"] if state else plan.epoch)
         self.first_epoch = first.epoch
-        self.external = plan.patches is not None or plan.positions is not None
         self.pipe = build_pipeline(first, cfg, checkpoint=state["dali"] if state else None)
         self.plan = plan.for_epoch(state["epoch"]) if state else first
         self.produced = state["produced"] if state else 0
@@ -318,7 +317,7 @@ class PipelineRun:
     def end_epoch(self) -> None:
         for _ in range(self.produced, self.plan.source_batches):
             self.pipe.run()
-        if self.external:  # an external source ends its epoch by raising StopIteration; reset starts the next
+        if self.plan.indexed:  # an external source ends its epoch by raising StopIteration; reset starts the next
             try:
                 self.pipe.run()
             except StopIteration:
@@ -354,10 +353,9 @@ class DaliLoader:
     def __iter__(self):
         plan = self.plan
         start = (plan.epoch, plan.skip_batches)
-        if self._run is None or self._run.position > start:
-            state, self._state = self._state, None
-            self._run = PipelineRun(plan, self.cfg, state)
-        run = self._run
+        if self._run is not None and self._run.position > start:
+            self._run = None  # iterated again: a fresh pipeline
+        run = self._pipeline()
         run.go_to(*start)
         for index in range(plan.skip_batches, plan.num_batches):
             outputs = run.run()
@@ -365,15 +363,18 @@ class DaliLoader:
 
     def next_epoch(self) -> DaliLoader:
         """The next epoch's loader, over this loader's pipeline."""
-        if self._run is None:
-            self._run = PipelineRun(self.plan, self.cfg, self._state)
-        return DaliLoader(self.plan.for_epoch(self.plan.epoch + 1), self.cfg, run=self._run)
+        return DaliLoader(self.plan.for_epoch(self.plan.epoch + 1), self.cfg, run=self._pipeline())
 
     def state(self) -> dict:
         """The pipeline's checkpoint and position: `make_loader(..., state=...)` continues from here."""
+        return self._pipeline().state()
+
+    def _pipeline(self) -> PipelineRun:
+        """This loader's pipeline, built on first use (from the given state, once)."""
         if self._run is None:
-            self._run = PipelineRun(self.plan, self.cfg, self._state)
-        return self._run.state()
+            state, self._state = self._state, None
+            self._run = PipelineRun(self.plan, self.cfg, state)
+        return self._run
 
     def _parts(self, outputs, index: int) -> dict:
         plan = self.plan

@@ -83,13 +83,18 @@ class Plan:
             return None
         return self.torch_device.index if self.torch_device.index is not None else torch.cuda.current_device()
 
+    @property
+    def indexed(self) -> bool:
+        """Read by index (keyed subsets, exemplar copies) rather than as the whole split's shard stream."""
+        return self.patches is not None or self.positions is not None
+
     @cached_property
     def order(self) -> np.ndarray | None:
         """Items this rank reads, in order, for sources addressed by index (keyed subsets, exemplar copies).
 
         The rank's slice of the selection, permuted by the plan's seed when shuffling.
         """
-        if self.patches is None and self.positions is None:
+        if not self.indexed:
             return None
         items = np.arange(self.total) if self.patches is not None else self.positions
         start, end = rank_range(self.total, self.slot, self.world_size)
