@@ -38,7 +38,7 @@ dataset:
 # two-point SimCLR sweeps and SimCLRv2 without its memory bank (dvc experiments through the Prefect
 # sweep flow), then the report redrawn with their figures and tables. Only the changed method's
 # stages rerun in an experiment; `make run`'s results are the baseline.
-ABLATE_SWEEPS := temperature:pretrain.simclr.temperature=0.1,0.5 \
+ABLATE_SWEEPS := temperature:pretrain.simclr.temperature=0.05,0.5 \
                  proj-dim:pretrain.simclr.proj_dim=32,512 \
                  batch-size:pretrain.simclr.batch_size=64,256 \
                  memory-bank:pretrain.simclr_v2.queue_size=0

@@ -11,6 +11,8 @@ gathers them with `dvc exp show`.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
 import os
@@ -261,17 +263,45 @@ def queue_experiment(point: dict[str, Any], name: str, copy_paths: list[str]) ->
 
 
 @task(task_run_name="run queued experiments")
-def run_queue(jobs: int) -> None:
-    """Run every queued experiment (`dvc exp run --run-all`), forwarding DVC's log."""
+def run_queue(names: list[str], jobs: int) -> None:
+    """Run the queue with `jobs` DVC workers and wait for the sweep's own experiments alone.
+
+    `dvc exp run --run-all` also waits on every task the queue lists as running, and a task whose
+    worker died (an interrupted sweep) stays "Running" with no worker to finish it: the sweep would
+    never return. DVC's log goes to Prefect's task log, line by line.
+    """
+    from dvc.repo import Repo
+
     logger = get_run_logger()
-    proc = subprocess.run(
-        [sys.executable, "-m", "dvc", "exp", "run", "--run-all", "--jobs", str(jobs)], capture_output=True, text=True
-    )
-    for line in (proc.stdout + proc.stderr).splitlines():
-        if line.strip():
-            logger.info(line)
-    if proc.returncode != 0:
-        raise StageFailed("sweep", proc.returncode, proc.stderr.strip().splitlines()[-1] if proc.stderr else "")
+    with Repo(".") as repo, contextlib.redirect_stdout(_LogLines(logger)):
+        queue = repo.experiments.celery_queue
+        ours = [entry for entry in queue.iter_queued() if entry.name in names]
+        stranded = [entry.name or entry.stash_rev[:7] for entry in queue.iter_active()]
+        if stranded:
+            logger.warning(
+                "not waiting for %s: listed as running by an earlier queue (`dvc queue status`; "
+                "`dvc queue kill` or `dvc exp remove --queue` clears it)",
+                ", ".join(stranded),
+            )
+        done = repo.experiments.reproduce_celery(entries=ours, jobs=jobs)
+        succeeded = set(repo.experiments.get_exact_name(list(done)).values())
+    failed = [name for name in names if name not in succeeded]
+    if failed:
+        raise StageFailed("sweep", 1, f"experiment(s) {', '.join(failed)} failed (`dvc queue logs <name>`)")
+
+
+class _LogLines(io.TextIOBase):
+    """A text stream that logs each complete line it is written, for DVC's console output."""
+
+    def __init__(self, logger):
+        self.logger, self.pending = logger, ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if line.strip():
+                self.logger.info(line)
+        return len(text)
 
 
 @task(task_run_name="gather experiments")
@@ -309,9 +339,8 @@ def sweep(grid: dict[str, list[Any]], name: str = "grid", jobs: int = 1) -> list
 
     points = grid_points(grid)
     state = pipeline_state()
-    for point in points:
-        queue_experiment(point, experiment_name(point), state)
-    run_queue(jobs)
+    names = [queue_experiment(point, experiment_name(point), state) for point in points]
+    run_queue(names, jobs)
     rows = gather_experiments()
     publish_experiments(name, rows, grid)
     return rows

@@ -45,14 +45,19 @@ def runs_log(root):
     return sorted(log.read_text().split()) if log.exists() else []
 
 
-def write_param_project(root):
-    """One stage that reads params.yaml: score = x * y, written as a DVC metric."""
+def write_param_project(root, hold: bool = False):
+    """One stage that reads params.yaml: score = x * y, written as a DVC metric. With `hold`, a run
+    whose toy.hold names a file creates it and then waits, for a test to kill it mid-stage."""
     (root / "score.py").write_text(
-        "import json, yaml\n"
+        "import json, pathlib, time, yaml\n"
         "p = yaml.safe_load(open('params.yaml'))['toy']\n"
+        "if p.get('hold'):\n"
+        "    pathlib.Path(p['hold']).touch()\n"
+        "    time.sleep(3600)\n"
         "json.dump({'score': p['x'] * p['y']}, open('score.json', 'w'))\n"
     )
-    (root / "params.yaml").write_text(yaml.safe_dump({"toy": {"x": 1, "y": 10}}))
+    toy = {"x": 1, "y": 10, "hold": ""} if hold else {"x": 1, "y": 10}
+    (root / "params.yaml").write_text(yaml.safe_dump({"toy": toy}))
     dvc_yaml = {
         "stages": {
             "score": {

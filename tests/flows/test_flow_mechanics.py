@@ -3,9 +3,13 @@ fail with the stage's own error, resume from the failed stage."""
 
 import json
 import logging
+import os
+import re
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from sslflow import flows
@@ -174,3 +178,60 @@ def test_pretrain_stage_streams_its_lines_and_publishes_progress_and_metrics(tmp
         json.loads((tmp_path / "metrics/rotation/pretrain.json").read_text())
     ]
     assert progress.task_run_id == metrics.task_run_id is not None
+
+
+def _strand_in_the_queue(root, name: str) -> None:
+    """Leave `name` as an interrupted sweep does: a DVC worker took it and died mid-stage, so the queue
+    lists it as Running with no worker to finish it."""
+    started = root / f"{name}.started"
+    subprocess.run(
+        [PY, "-m", "dvc", "exp", "run", "--queue", "--name", name, "-S", f"toy.hold={started}"],
+        cwd=root,
+        check=True,
+        timeout=600,
+    )
+    subprocess.run([PY, "-m", "dvc", "queue", "start"], cwd=root, check=True, timeout=600)
+    while not started.exists():  # the worker runs the stage; the test's timeout bounds a broken queue
+        time.sleep(0.2)
+    doomed = [p for p in psutil.process_iter() if p.pid != os.getpid() and _works_in(p, root)]
+    for process in doomed:
+        process.kill()
+    psutil.wait_procs(doomed)
+    status = subprocess.run(
+        [PY, "-m", "dvc", "queue", "status"], cwd=root, capture_output=True, text=True, check=True, timeout=600
+    )
+    assert re.search(rf"{name}\s.*Running", status.stdout), status.stdout
+
+
+def _works_in(process, root) -> bool:
+    try:
+        return process.cwd().startswith(str(root))
+    except psutil.Error:
+        return False
+
+
+@pytest.mark.timeout(900)  # a bound for a sweep that hangs; a working one returns in a minute
+def test_sweep_waits_for_its_own_experiments_not_a_stranded_one(tmp_path, monkeypatch):
+    git_dvc_init(tmp_path)
+    write_param_project(tmp_path, hold=True)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True, timeout=600)
+    subprocess.run(["git", "commit", "-qm", "toy"], cwd=tmp_path, check=True, timeout=600)
+    _strand_in_the_queue(tmp_path, "stranded")
+
+    monkeypatch.chdir(tmp_path)  # after the kill, which spares no process working in the project
+    rows = flows.sweep(grid={"toy.x": [2]}, name="x")
+
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["x-2"]["metrics"]["score.json"] == {"score": 20}
+
+
+def test_a_failed_experiment_fails_the_sweep_by_name(tmp_path, monkeypatch):
+    git_dvc_init(tmp_path)
+    write_param_project(tmp_path, hold=True)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True, timeout=600)
+    subprocess.run(["git", "commit", "-qm", "toy"], cwd=tmp_path, check=True, timeout=600)
+    monkeypatch.chdir(tmp_path)
+
+    missing = tmp_path / "no-such-folder" / "started"  # the stage cannot create it, and exits 1
+    with pytest.raises(flows.StageFailed, match=r"experiment\(s\) hold-\S+-no-such-folder-started failed \(`dvc queue"):
+        flows.sweep(grid={"toy.hold": [str(missing)]}, name="x")

@@ -25,7 +25,7 @@ from tests.flows.conftest import git_dvc_init
 
 pytestmark = pytest.mark.slow
 
-TEMPERATURES = [0.1, 0.5]  # the sweep; the baseline commit has the profile's 0.2
+TEMPERATURES = [0.2, 0.5]  # the sweep; the baseline commit has the profile's 0.1
 
 
 def _git(root: Path, *args: str) -> str:
