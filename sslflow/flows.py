@@ -279,8 +279,8 @@ def run_queue(names: list[str], jobs: int) -> None:
         stranded = [entry.name or entry.stash_rev[:7] for entry in queue.iter_active()]
         if stranded:
             logger.warning(
-                "not waiting for %s: listed as running by an earlier queue (`dvc queue status`; "
-                "`dvc queue kill` or `dvc exp remove --queue` clears it)",
+                "not waiting for %s, running before this sweep started (`dvc queue status`; "
+                "if no worker runs it any more, `dvc queue kill <name>` clears it)",
                 ", ".join(stranded),
             )
         done = repo.experiments.reproduce_celery(entries=ours, jobs=jobs)
