@@ -100,10 +100,10 @@ def run(
             "loader_images_per_s": bench.loader_alone(warmup, steps),
             "gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if gpu else None,
         }
-    result["ratio"] = round(result["loader_fed_images_per_s"] / result["synthetic_images_per_s"], 4)
+    result["ratio"] = _ratio(result["loader_fed_images_per_s"], result["synthetic_images_per_s"])
     if fp32 is not None:
         result["synthetic_fp32_images_per_s"] = _median(ceiling_fp32)
-        result["bf16_speedup"] = round(result["synthetic_images_per_s"] / result["synthetic_fp32_images_per_s"], 3)
+        result["bf16_speedup"] = _ratio(result["synthetic_images_per_s"], result["synthetic_fp32_images_per_s"])
     _print(result)
     if json is not None:
         write_json(json, result)
@@ -225,6 +225,12 @@ def _median(values: list[float]) -> float:
 def _repeat(batch: dict):
     while True:
         yield batch
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b to 4 significant digits: decimal places would round a small ratio (a loaded machine's
+    0.0932) to a different number (0.093)."""
+    return float(f"{a / b:.4g}")
 
 
 def _print(r: dict) -> None:

@@ -142,6 +142,14 @@ def test_bench_pretrain_runs_on_cpu(train_project):
     assert "bf16 / fp32 ceiling" in proc.stdout
 
 
+def test_bench_ratios_keep_their_precision_however_small():
+    """A loaded machine's bf16 speed-up can be 0.09: its ratio must not be rounded to 0.093."""
+    from sslflow.bench.pretrain import _ratio
+
+    assert _ratio(9.3241, 100.0) == pytest.approx(0.093241, rel=1e-3)
+    assert _ratio(316.0, 100.0) == 3.16
+
+
 @pytest.mark.parametrize("name", ["gpu-fmnist.yaml", "imagenet-r50.yaml"])
 def test_gpu_profiles_are_complete_params_files(name):
     from pathlib import Path
