@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -109,11 +110,16 @@ def test_failed_stage_fails_flow_with_its_error_and_rerun_resumes(tmp_path, monk
     assert result == {"make": "skipped", "left": "skipped", "right": "ran", "join": "ran"}
 
 
+def _committed_param_project(root, hold: bool = False) -> None:
+    """The param project as a user's clone holds it: git + DVC, every file committed."""
+    git_dvc_init(root)
+    write_param_project(root, hold=hold)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True, timeout=600)
+    subprocess.run(["git", "commit", "-qm", "toy"], cwd=root, check=True, timeout=600)
+
+
 def test_sweep_runs_one_experiment_per_point(tmp_path, monkeypatch):
-    git_dvc_init(tmp_path)
-    write_param_project(tmp_path)
-    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True, timeout=600)
-    subprocess.run(["git", "commit", "-qm", "toy"], cwd=tmp_path, check=True, timeout=600)
+    _committed_param_project(tmp_path)
     monkeypatch.chdir(tmp_path)
 
     state = flows.sweep(grid={"toy.x": [2, 3]}, name="x", return_state=True)
@@ -205,17 +211,14 @@ def _strand_in_the_queue(root, name: str) -> None:
 
 def _works_in(process, root) -> bool:
     try:
-        return process.cwd().startswith(str(root))
+        return Path(process.cwd()).is_relative_to(root)
     except psutil.Error:
         return False
 
 
 @pytest.mark.timeout(900)  # a bound for a sweep that hangs; a working one returns in a minute
 def test_sweep_waits_for_its_own_experiments_not_a_stranded_one(tmp_path, monkeypatch):
-    git_dvc_init(tmp_path)
-    write_param_project(tmp_path, hold=True)
-    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True, timeout=600)
-    subprocess.run(["git", "commit", "-qm", "toy"], cwd=tmp_path, check=True, timeout=600)
+    _committed_param_project(tmp_path, hold=True)
     _strand_in_the_queue(tmp_path, "stranded")
 
     monkeypatch.chdir(tmp_path)  # after the kill, which spares no process working in the project
@@ -226,10 +229,7 @@ def test_sweep_waits_for_its_own_experiments_not_a_stranded_one(tmp_path, monkey
 
 
 def test_a_failed_experiment_fails_the_sweep_by_name(tmp_path, monkeypatch):
-    git_dvc_init(tmp_path)
-    write_param_project(tmp_path, hold=True)
-    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True, timeout=600)
-    subprocess.run(["git", "commit", "-qm", "toy"], cwd=tmp_path, check=True, timeout=600)
+    _committed_param_project(tmp_path, hold=True)
     monkeypatch.chdir(tmp_path)
 
     missing = tmp_path / "no-such-folder" / "started"  # the stage cannot create it, and exits 1
