@@ -85,6 +85,11 @@ class FinetuneCfg(Section):
     batch_size: int = Field(64, gt=0, description="capped at the subset's size")
     eval_batch_size: int = Field(512, gt=0, description="images per forward pass when scoring val")
     lr: float = Field(0.05, gt=0, description="Nesterov SGD learning rate per 256 images (SimCLR: 0.05 x B/256)")
+    method_lr: dict[str, float] = Field(
+        {},
+        description="method -> its own learning rate per 256 images in place of lr: a network fine-tuned "
+        "from a projection-head layer may want another rate than one fine-tuned from its backbone",
+    )
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, description="SimCLR fine-tunes without regularisation")
     head_layers: Literal["auto"] | int = Field(
@@ -114,6 +119,18 @@ class FinetuneCfg(Section):
         if any(n < 0 for layers in ablation.values() for n in layers):
             raise ValueError("head layers must be >= 0")
         return ablation
+
+    @field_validator("method_lr")
+    @classmethod
+    def _rates_positive(cls, rates: dict[str, float]) -> dict[str, float]:
+        _known_methods(rates)
+        if any(lr <= 0 for lr in rates.values()):
+            raise ValueError("learning rates must be > 0")
+        return rates
+
+    def lr_for(self, method: str) -> float:
+        """The learning rate per 256 images that fine-tunes this method."""
+        return self.method_lr.get(method, self.lr)
 
     _methods_known = field_validator("methods")(_known_methods)
 

@@ -38,6 +38,7 @@ RESULT_KEYS = (
     "finetune_head_layers",  # projection-head layers kept below the classifier (SimCLRv2: 1)
     "finetune_from_head",  # {"0": {"top1", "top5"}, "1": ...}: the head-layer ablation, when asked for
     "finetune_epochs",  # over the subset
+    "finetune_lr",  # Nesterov SGD's rate per 256 images
     "distill_top1",
     "distill_top5",
     "distill_images",  # unlabelled train images the student was taught on, repeats counted
@@ -143,7 +144,7 @@ def finetune_subset(
         train_batches(params, keys=keys, batch_size=batch_size, device=device),
         cross_entropy_loss(device),
         epochs=cfg.epochs[fraction],
-        lr=cfg.lr * batch_size / 256,
+        lr=cfg.lr_for(method) * batch_size / 256,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         desc=f"{method} fine-tune {fraction}" + (f" from head layer {head_layers}" if head_layers else ""),
@@ -209,6 +210,7 @@ def evaluate_fraction(
         params, split, method, fraction, keys, n_classes, device
     )
     result["finetune_head_layers"], result["finetune_epochs"] = head_layers, cfg.finetune.epochs[fraction]
+    result["finetune_lr"] = cfg.finetune.lr_for(method)
     if method in cfg.finetune.head_layer_ablation:
         result["finetune_from_head"] = head_layer_ablation(
             params, split, method, fraction, keys, n_classes, device, done={head_layers: result}

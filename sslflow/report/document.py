@@ -139,10 +139,22 @@ def budget_line(results: list[MethodResults]) -> str:
         if e
     ]
     images = sorted({r.lowlabel_value("distill_images", f) for r in results for f in FRACTIONS} - {None})
-    line = "Fine-tuning: " + ", ".join(said) + "." if said else ""
+    line = "Fine-tuning: " + ", ".join(said) + "." + rate_phrase(results) if said else ""
     if images:
         line += f" Distillation: {'/'.join(f'{n:,}' for n in images)} unlabelled train images per student."
     return line.strip() + "\n"
+
+
+def rate_phrase(results: list[MethodResults]) -> str:
+    """The fine-tuning rate most rows share, and any method's own (`eval.lowlabel.finetune.method_lr`)."""
+    rates = {r.method: r.lowlabel_value("finetune_lr") for r in results}
+    rates = {method: lr for method, lr in rates.items() if lr is not None}
+    if not rates:
+        return ""
+    values = list(rates.values())
+    common = max(values, key=values.count)
+    own = [f"{display_name(method)} {lr:g}" for method, lr in rates.items() if lr != common]
+    return f" Nesterov SGD at {common:g} x B/256" + (f" ({', '.join(own)})." if own else ".")
 
 
 def ablation_table(figure: AblationFigure) -> str:

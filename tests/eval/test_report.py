@@ -40,6 +40,7 @@ def fraction(linear: float, linear5: float, finetune: float | None = None, finet
         "linear_l2": 0.01,
         "finetune_top1": finetune,
         "finetune_top5": finetune5,
+        "finetune_lr": None if finetune is None else 0.2,
         "distill_top1": None,
         "distill_top5": None,
     }
@@ -63,6 +64,7 @@ FILES = {
             **fraction(0.7911, 0.9899, 0.8123, 0.9877),
             "finetune_head_layers": 1,
             "finetune_epochs": 20,
+            "finetune_lr": 0.1,  # its own rate (eval.lowlabel.finetune.method_lr)
             "finetune_from_head": {"0": {"top1": 0.7804, "top5": 0.9850}, "1": {"top1": 0.8123, "top5": 0.9877}},
             "distill_top1": 0.8166,
             "distill_top5": 0.9881,
@@ -72,6 +74,7 @@ FILES = {
             **fraction(0.8499, 0.9960, 0.8650, 0.9941),
             "finetune_head_layers": 1,
             "finetune_epochs": 3,
+            "finetune_lr": 0.1,
             "finetune_from_head": {"0": {"top1": 0.8611, "top5": 0.9930}, "1": {"top1": 0.8650, "top5": 0.9941}},
             "distill_top1": 0.8644,
             "distill_top5": 0.9939,
@@ -149,7 +152,7 @@ HEAD_LAYERS = """\
 | head layer 1 | 81.2 | 86.5 | 98.8 | 99.4 |
 """
 
-BUDGET = "Fine-tuning: 20 epoch(s) of the 1% subset, 3 epoch(s) of the 10% subset. Distillation: 25,600 unlabelled train images per student.\n"
+BUDGET = "Fine-tuning: 20 epoch(s) of the 1% subset, 3 epoch(s) of the 10% subset. Nesterov SGD at 0.2 x B/256 (SimCLRv2 0.1). Distillation: 25,600 unlabelled train images per student.\n"
 
 
 SIMCLR_V2_ROW = "| SimCLRv2 | ResNet-18 (0.25x, small stem) | 0.70 | 102,400 | - | 87.0 | 99.7 |\n"

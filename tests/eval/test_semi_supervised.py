@@ -92,6 +92,37 @@ def test_head_layer_ablation_and_a_student_that_reads_no_label(v2_project, monke
     assert 0 <= entry["distill_top1"] <= entry["distill_top5"]
 
 
+def test_a_methods_own_fine_tuning_rate_is_the_one_it_trains_at(v2_project, monkeypatch):
+    """method_lr replaces lr for that method alone; lowlabel.json says which rate each row had."""
+    import sslflow.eval.lowlabel as lowlabel_eval
+    from sslflow.stages import lowlabel
+
+    rates: list[float] = []
+    real_train = lowlabel_eval.train
+
+    def watched_train(*args, lr, **kwargs):
+        rates.append(lr)
+        return real_train(*args, lr=lr, **kwargs)
+
+    monkeypatch.setattr(lowlabel_eval, "train", watched_train)
+    settings = [
+        "eval.lowlabel.fractions=[10pct]",
+        "eval.lowlabel.finetune.enabled=true",
+        "eval.lowlabel.finetune.methods=[simclr_v2]",
+        "eval.lowlabel.finetune.epochs={10pct: 1}",
+        "eval.lowlabel.finetune.batch_size=32",
+        "eval.lowlabel.finetune.lr=0.4",
+        "eval.lowlabel.finetune.head_layer_ablation={}",
+        "eval.lowlabel.distill.enabled=false",
+    ]
+    written = []
+    for own in ("{simclr_v2: 0.1}", "{simclr: 0.1}"):  # its own rate, then another method's
+        params = load_params(v2_project / "params.yaml", [*settings, f"eval.lowlabel.finetune.method_lr={own}"])
+        written.append(in_project(v2_project, lowlabel.run, params, "simclr_v2")["10pct"]["finetune_lr"])
+    assert rates == [0.1 * 32 / 256, 0.4 * 32 / 256]  # per 256 images, scaled to the batch
+    assert written == [0.1, 0.4]
+
+
 def test_methods_lists_choose_who_is_fine_tuned_and_distilled(v2_project):
     """A method off both lists gets its linear probe only, with every costly key null."""
     from sslflow.stages import lowlabel
@@ -120,6 +151,7 @@ def test_unknown_methods_in_the_lists_are_refused_by_key(tmp_path):
         ("eval.lowlabel.finetune.methods", "[simclrv2]"),
         ("eval.lowlabel.distill.methods", "[simclr, byl]"),
         ("eval.lowlabel.finetune.head_layer_ablation", "{simclr2: [0, 1]}"),
+        ("eval.lowlabel.finetune.method_lr", "{simclr2: 0.1}"),
     ):
         with pytest.raises(UserError, match=rf"params.yaml: {key}: .*unknown method"):
             load_params(tmp_path / "params.yaml", [f"{key}={value}"])

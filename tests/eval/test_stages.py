@@ -21,6 +21,7 @@ FRACTION_KEYS = {
     "finetune_head_layers",
     "finetune_from_head",
     "finetune_epochs",
+    "finetune_lr",
     "distill_images",
 }
 
@@ -81,6 +82,7 @@ def test_lowlabel_finetunes_and_distills_random_init(eval_project):
     entry = metrics(eval_project, "random_init", "lowlabel")["10pct"]
     assert set(entry) == FRACTION_KEYS and entry["n_labels"] == 100
     assert (entry["finetune_head_layers"], entry["finetune_epochs"], entry["finetune_from_head"]) == (0, 20, None)
+    assert entry["finetune_lr"] == 0.4
     assert entry["distill_images"] == 4 * (1000 // 64) * 64  # 4 epochs of the 1,000 train images, full batches
     assert entry["finetune_top1"] > 0.2  # ten classes: the untrained network with its new head is at chance, 0.10
     assert entry["finetune_top1"] <= entry["finetune_top5"]
