@@ -253,7 +253,9 @@ def _copyable(paths: list[str], tracked: list[str]) -> list[str]:
 
 @task(task_run_name="queue {name}")
 def queue_experiment(point: dict[str, Any], name: str, copy_paths: list[str]) -> str:
-    sets = [arg for key, value in point.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
+    # `++`: set the key whether params.yaml spells it out or leaves it to its default (a method's
+    # batch_size falls back to train's); run_sweep has already validated every key against sslflow's params
+    sets = [arg for key, value in point.items() for arg in ("-S", f"++{key}={json.dumps(value)}")]
     copies = [arg for path in copy_paths for arg in ("--copy-paths", path)]
     proc = _dvc("exp", "run", "--queue", "--name", name, *sets, *copies)
     if proc.returncode != 0:

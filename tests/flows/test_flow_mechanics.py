@@ -143,6 +143,22 @@ def test_sweep_runs_one_experiment_per_point(tmp_path, monkeypatch):
     ]
 
 
+def test_a_grid_key_params_yaml_leaves_to_its_default_is_queued_with_its_value(tmp_path, monkeypatch):
+    """pretrain.simclr.batch_size is not in params.yaml (it falls back to train.batch_size); a sweep over
+    such a key must still queue, with the key added to that experiment's params."""
+    _committed_param_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    flows.queue_experiment({"toy.z": 5}, "z-5", [])
+    shown = subprocess.run(
+        [PY, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True, timeout=600
+    )
+    queued = [e for row in json.loads(shown.stdout) for e in row.get("experiments") or [] if e["name"] == "z-5"]
+    (experiment,) = queued
+    params = experiment["revs"][0]["data"]["params"]["params.yaml"]["data"]["toy"]
+    assert params == {"x": 1, "y": 10, "z": 5}
+    subprocess.run([PY, "-m", "dvc", "queue", "remove", "z-5"], check=True, timeout=600, capture_output=True)
+
+
 class _Ack(logging.Handler):
     """Drops `ack` in the project when the stage's first progress line reaches the task's log."""
 
