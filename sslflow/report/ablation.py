@@ -98,12 +98,18 @@ def _experiment(entry: dict, name: str, baseline: bool) -> Experiment | None:
 
 
 def parse_exp_show(rows: list[dict]) -> list[Experiment]:
-    """Baseline commits and their experiments from `dvc exp show --json` (the workspace row is skipped)."""
+    """Baseline commits and their experiments from `dvc exp show --json`. The workspace row stands in
+    for the checked-out commit's metrics when that commit carries none: a fresh clone's `make run`
+    leaves its results uncommitted, and they are what `make ablate`'s experiments changed one knob of."""
     experiments = []
+    workspace = next((_experiment(e, "workspace", True) for e in rows if e.get("rev") == "workspace"), None)
     for entry in rows:
         if entry.get("rev") == "workspace":
             continue
         base = _experiment(entry, entry.get("name") or entry.get("rev", "")[:7], baseline=True)
+        if base is not None and workspace is not None and not any(base.metrics.values()):
+            base = Experiment(base.name, True, workspace.params, workspace.metrics)
+        workspace = None  # only the commit the workspace stands on
         if base is not None:
             experiments.append(base)
         for exp in entry.get("experiments") or []:

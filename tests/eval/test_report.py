@@ -357,6 +357,16 @@ def test_memory_bank_rows_are_the_runs_that_changed_only_the_queue():
     assert memory_bank_table(runs[:1] + runs[2:]) == ""  # one queue size: nothing to compare
 
 
+def test_an_uncommitted_baseline_is_read_from_the_workspace():
+    """After a fresh clone's `make run` the commit has no metrics; its experiments' baseline is the workspace."""
+    workspace, baseline = exp_show_rows()
+    bare = exp_entry("abc123", "main", simclr_params(), None) | {"experiments": baseline["experiments"]}
+    experiments = parse_exp_show([workspace, bare])
+    assert experiments[0].name == "main" and experiments[0].baseline
+    assert experiments[0].metrics["metrics/simclr/linear.json"]["top1"] == 0.5  # the workspace's
+    assert parse_exp_show([workspace, baseline])[0].metrics["metrics/simclr/linear.json"]["top1"] == 0.85
+
+
 def test_exp_show_rows_become_sweeps():
     experiments = parse_exp_show(exp_show_rows())
     assert [e.name for e in experiments][:3] == ["main", "e1", "e2"] and len(experiments) == 11
