@@ -68,7 +68,9 @@ def test_sweep_reaches_the_report(tmp_path, monkeypatch):
     assert sorted(row["name"] for row in rows) == [f"temperature-{t}" for t in TEMPERATURES]
 
     # each experiment's top-1, from its own commit; the stages it did not change were not run again
-    want = {}  # the baseline's 0.2 has no commit with metrics until the user commits the run (README)
+    # the baseline is the uncommitted run in the workspace (its commit carries no metrics)
+    baseline_t = yaml.safe_load((root / "params.yaml").read_text())["pretrain"]["simclr"]["temperature"]
+    want = {baseline_t: json.loads((root / "metrics/simclr/linear.json").read_text())["top1"]}
     untouched = (root / "metrics/random_init/pretrain.json").read_text()  # its wall_s differs on a rerun
     refs = _git(root, "for-each-ref", "--format=%(refname)", "refs/exps").split()
     for t in TEMPERATURES:
