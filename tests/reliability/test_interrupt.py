@@ -97,6 +97,7 @@ def test_pretrain_interrupted_then_resumed(tmp_path, tiny_project, trained_proje
     at_least = seeded(f"pretrain-{sig}", 5, 20)  # a checkpoint at this step or later exists when the signal goes
     result = interrupt(project, ["pretrain", "--method", METHOD], sig, pause_at=f"pretrain.checkpoint:{at_least}")
 
+    checkpointed = -(-at_least // 5) * 5  # the first checkpoint (every 5 steps) at or after `at_least`
     if sig == signal.SIGTERM:  # pre-emption: checkpoint at the next step, say so, exit 143
         assert result.returncode == 143, result.stderr[-3000:]
         stopped = checkpoint_step(project)
@@ -107,8 +108,14 @@ def test_pretrain_interrupted_then_resumed(tmp_path, tiny_project, trained_proje
         check_stopped(result, sig, "sslflow pretrain")
     assert snapshot(project, outs) == dict.fromkeys(outs)  # no encoder, no metrics
     resume_from = checkpoint_step(project)
-    # the first checkpoint (every 5 steps) at or after `at_least`, where it stopped; SIGTERM saves again there
-    assert resume_from == -(-at_least // 5) * 5
+    if sig == signal.SIGKILL:  # the kernel ends a stopped process where it stands
+        assert resume_from == checkpointed
+    else:
+        # Python runs a handler when its main thread next checks for signals, which another thread
+        # can put off by a step or more: the stop comes at the pause or after it, never before
+        assert resume_from >= checkpointed
+        if sig == signal.SIGINT:  # nothing saved on Ctrl-C: the last periodic checkpoint
+            assert resume_from % 5 == 0
 
     rerun = sslflow(project, "pretrain", "--method", METHOD, check=True)
     assert f"models/{METHOD}/last.pt: resuming from step {resume_from}" in rerun.stderr
