@@ -98,16 +98,16 @@ def test_pretrain_interrupted_then_resumed(tmp_path, tiny_project, trained_proje
     result = interrupt(project, ["pretrain", "--method", METHOD], sig, pause_at=f"pretrain.checkpoint:{at_least}")
 
     checkpointed = -(-at_least // 5) * 5  # the first checkpoint (every 5 steps) at or after `at_least`
+    resume_from = checkpoint_step(project)
     if sig == signal.SIGTERM:  # pre-emption: checkpoint at the next step, say so, exit 143
         assert result.returncode == 143, result.stderr[-3000:]
-        stopped = checkpoint_step(project)
         assert (
-            f"pretrain {METHOD}: stopped by SIGTERM at step {stopped}; models/{METHOD}/last.pt saved" in result.stderr
+            f"pretrain {METHOD}: stopped by SIGTERM at step {resume_from}; models/{METHOD}/last.pt saved"
+            in result.stderr
         )
     else:
         check_stopped(result, sig, "sslflow pretrain")
     assert snapshot(project, outs) == dict.fromkeys(outs)  # no encoder, no metrics
-    resume_from = checkpoint_step(project)
     if sig == signal.SIGKILL:  # the kernel ends a stopped process where it stands
         assert resume_from == checkpointed
     else:
