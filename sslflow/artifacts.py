@@ -23,7 +23,7 @@ from prefect.artifacts import (
 )
 
 from sslflow import paths
-from sslflow.train.progress import parse_step
+from sslflow.progress import parse_step
 
 REPORT_KEY = "sslflow-report"
 SUMMARY_KEY = "sslflow-summary"
@@ -35,7 +35,7 @@ def artifact_key(*words: str) -> str:
 
 
 class StageProgress:
-    """A progress artifact that follows a pretraining stage's progress lines (sslflow.train.progress)."""
+    """A progress artifact that follows a pretraining stage's progress lines (sslflow.progress)."""
 
     def __init__(self, method: str) -> None:
         self.method = method

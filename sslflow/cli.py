@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import signal
 import sys
+import time
 from types import ModuleType
 
 from sslflow.errors import EXIT_USER_ERROR, UserError
 from sslflow.signals import INTERRUPTED_EXIT, TERMINATED_EXIT, Terminated, exit_code_for, raise_on_sigterm
+
+_IMPORTED = time.perf_counter()
 
 # command words -> module with run(params, **options)
 COMMANDS: dict[tuple[str, ...], str] = {
@@ -28,13 +33,17 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("linear",): "sslflow.stages.linear",
     ("lowlabel",): "sslflow.stages.lowlabel",
     ("report",): "sslflow.stages.report",
+    ("export",): "sslflow.stages.export",
     ("augment", "preview"): "sslflow.augment.preview",
     ("bench", "loader"): "sslflow.bench.loader",
     ("bench", "pretrain"): "sslflow.bench.pretrain",
+    ("bench", "shards"): "sslflow.bench.shards",
     ("flow", "pipeline"): "sslflow.flows",
     ("flow", "sweep"): "sslflow.flows",
 }
 COMMON_OPTIONS = ("params", "set")
+# SSLFLOW_TIMES=FILE: every command appends one JSON line to FILE (benchmarks/stage_times.py reads them)
+TIMES_ENV = "SSLFLOW_TIMES"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,6 +55,15 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    code = 1
+    try:
+        code = _main(argv)
+        return code
+    finally:
+        _record_time(argv, code)
+
+
+def _main(argv: list[str]) -> int:
     words = _match_command(argv)
     if words is None:
         _usage()
@@ -81,6 +99,29 @@ def main(argv: list[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _record_time(argv: list[str], code: int) -> None:
+    """With SSLFLOW_TIMES set: what ran, its wall seconds since the process started (the interpreter
+    and every import included: what each of a pipeline's stage processes costs), and its exit code."""
+    path = os.environ.get(TIMES_ENV)
+    if not path:
+        return
+    record = {"command": " ".join(argv), "seconds": round(_process_age(), 3), "exit": code}
+    if "RANK" in os.environ:
+        record["rank"] = int(os.environ["RANK"])
+    with open(path, "a") as log:
+        log.write(json.dumps(record) + "\n")
+
+
+def _process_age() -> float:
+    """Seconds since this process started (Linux /proc; elsewhere since the CLI was imported)."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+            return float(uptime.read().split()[0]) - started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
 
 
 def _refuse_other_params(options: dict) -> None:

@@ -171,7 +171,7 @@ def stage_label(stage: Stage, params: Params) -> str:
     """A task run's name: the DVC stage, and for pretraining the method's budget, e.g.
     'pretrain@simclr (102,400 views: 400 steps, batch 128, sgd lr 0.5)'."""
     from sslflow.methods.registry import planned_steps, trains
-    from sslflow.train.config import method_train_cfg
+    from sslflow.schedule import method_train_cfg
 
     kind, _, method = stage.name.partition("@")
     if kind != "pretrain" or not method or not trains(method):
@@ -377,7 +377,7 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     grid = {}
     for item in items:
         key, sep, values = item.partition("=")
-        if not sep or not values:
+        if not sep or not key or not values:
             raise UserError(f"--grid {item}: expected KEY=V1,V2,...")
         grid[key] = [yaml.safe_load(v) for v in values.split(",")]
     return grid

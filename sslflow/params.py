@@ -23,8 +23,8 @@ from sslflow.eval.config import EvalCfg
 from sslflow.launch import LaunchCfg
 from sslflow.methods.registry import PretrainCfg
 from sslflow.models.config import ModelCfg
+from sslflow.schedule import TrainCfg
 from sslflow.section import Section
-from sslflow.train.config import TrainCfg
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -47,6 +47,14 @@ def load_params(path: Path | str = DEFAULT_PARAMS, overrides: Iterable[str] = ()
     for item in overrides:
         _apply_override(raw, item)
     return validate(raw, source=str(path))
+
+
+def with_overrides(params: Params, overrides: Iterable[str], source: str = "-S") -> Params:
+    """`params` with `key=value` overrides applied as on the command line, validated again."""
+    raw = params.model_dump(mode="json")
+    for item in overrides:
+        _apply_override(raw, item)
+    return validate(raw, source=source)
 
 
 def validate(raw: dict[str, Any], source: str = "params") -> Params:

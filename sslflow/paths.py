@@ -10,6 +10,7 @@ FEATURES = Path("data/features")
 MODELS = Path("models")
 METRICS = Path("metrics")
 REPORTS = Path("reports")
+EXPORTS = Path("exports")
 
 
 def shard_dir(split: str) -> Path:
@@ -27,6 +28,11 @@ def subset(name: str) -> Path:
 
 def encoder(method: str) -> Path:
     return MODELS / method / "encoder.pt"
+
+
+def export(method: str) -> Path:
+    """The folder `sslflow export` writes for a method: what leaves the project (sslflow/portable/files.py)."""
+    return EXPORTS / method
 
 
 def checkpoint(method: str) -> Path:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("shard", "pretrain", "extract", "linear", "lowlabel", "report")
+STAGES = ("shard", "pretrain", "extract", "linear", "lowlabel", "report", "export")
 
 
 def module_file(name: str) -> Path | None:

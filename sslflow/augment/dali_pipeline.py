@@ -13,7 +13,10 @@ queue at every boundary. Checkpointing is on, so a training checkpoint carries
 the pipeline's state and a resumed run reads what the uninterrupted one would.
 
 On a GPU, JPEG/PNG decoding is 'mixed' (nvJPEG) and every op runs on the GPU;
-on the CPU, DALI runs with ``device_id=None``. Batches leave the pipeline
+on the CPU, DALI runs with ``device_id=None``. Raw shards (small images, the
+manifest's ``"encoding": "raw"``) are not decoded at all: each ``.raw`` member
+is reshaped to the manifest's (H, W, C) and, on a GPU, copied there by
+``.gpu()``; `augment.gpu_decode` and `roi_decode` then have nothing to do. Batches leave the pipeline
 through `feed_ndarray` copies into torch tensors on the requested device
 (the one copy: DALI reuses its buffers), NHWC in memory and NCHW in shape,
 which is channels_last.
@@ -34,6 +37,7 @@ from sslflow.augment import views
 from sslflow.augment.catalogue import index_path, shard_files
 from sslflow.augment.plan import Plan
 from sslflow.augment.spec import AugmentCfg, RandomResizedCrop
+from sslflow.data.read import ENCODED_EXTS, RAW_EXT
 
 LABEL_BYTES = 8  # longest class id, in ASCII digits, that a `.cls` member may hold
 
@@ -67,11 +71,11 @@ def _graph(plan: Plan, cfg: AugmentCfg):
         return _exemplar(images, cfg, frame) + (label,)
     if plan.kind in ("simclr", "supervised", "rotation"):
         view_ops = {"simclr": cfg.simclr.ops, "supervised": cfg.supervised.ops, "rotation": cfg.rotation.ops}[plan.kind]
-        made = _views(encoded, view_ops, 2 if plan.kind == "simclr" else 1, cfg, frame)
+        made = _views(encoded, plan, view_ops, 2 if plan.kind == "simclr" else 1, cfg, frame)
         if plan.kind == "rotation":
             return tuple(ops.normalize(ops.rotate_by(made[0], k), frame) for k in range(4)) + (label,)
         return tuple(ops.normalize(v, frame) for v in made) + (label,)
-    images = _decode(encoded, cfg, frame)
+    images = _images(encoded, plan, cfg, frame)
     if plan.kind == "relpos":
         return _relpos(images, cfg, frame)
     # keyed sources know their keys on the Python side; the reader reports each sample's member name
@@ -96,7 +100,7 @@ def _source(plan: Plan, cfg: AugmentCfg):
     encoded, cls = fn.readers.webdataset(
         paths=[str(t) for t in tars],
         index_paths=[str(index_path(t)) for t in tars],
-        ext=["jpg;png", "cls"],
+        ext=[RAW_EXT if plan.raw_shape else ";".join(ENCODED_EXTS), "cls"],
         missing_component_behavior="error",
         shard_id=plan.slot,
         num_shards=plan.world_size,
@@ -116,7 +120,7 @@ def _source(plan: Plan, cfg: AugmentCfg):
 
 
 def _indexed_source(plan: Plan):
-    """Keyed subsets (encoded bytes) and exemplar copies (HWC patches), batch by batch from Python."""
+    """Keyed subsets (encoded or raw bytes) and exemplar copies (HWC patches), batch by batch from Python."""
     layout = "HWC" if plan.patches is not None else ""
     if plan.kind == "relpos":  # the only view without labels
         images = fn.external_source(
@@ -132,6 +136,21 @@ def _indexed_source(plan: Plan):
         layout=[layout, ""],
     )
     return images, labels, None
+
+
+def _images(encoded, plan: Plan, cfg: AugmentCfg, frame: ops.Frame):
+    """HWC uint8 images for the augmentation ops, on the pipeline's device: raw pixels reshaped, else decoded."""
+    if plan.raw_shape is None:
+        return _decode(encoded, cfg, frame)
+    images = _on_device(fn.reshape(encoded, shape=list(plan.raw_shape), layout="HWC"), frame)
+    stored = plan.raw_shape[2]
+    if stored == frame.channels:
+        return images
+    # what the decoders do when asked for the other colour mode: grey replicated, or RGB -> luma
+    return fn.color_space_conversion(images, image_type=_COLOURS[stored], output_type=_colour(frame))
+
+
+_COLOURS = {1: types.GRAY, 3: types.RGB}
 
 
 def _decode(encoded, cfg: AugmentCfg, frame: ops.Frame):
@@ -151,14 +170,15 @@ def _decoded(images, cfg: AugmentCfg, frame: ops.Frame):
 
 
 def _colour(frame: ops.Frame):
-    return types.GRAY if frame.channels == 1 else types.RGB
+    return _COLOURS[frame.channels]
 
 
-def _views(encoded, view_ops: list, copies: int, cfg: AugmentCfg, frame: ops.Frame) -> list:
-    """`copies` independent draws of `view_ops`: from one decode, or, with roi_decode, each from its own crop decode."""
-    if cfg.roi_decode and view_ops and isinstance(view_ops[0], RandomResizedCrop):
+def _views(encoded, plan: Plan, view_ops: list, copies: int, cfg: AugmentCfg, frame: ops.Frame) -> list:
+    """`copies` independent draws of `view_ops`: from one decode (or raw read), or, with roi_decode, each from its
+    own crop decode."""
+    if cfg.roi_decode and plan.raw_shape is None and view_ops and isinstance(view_ops[0], RandomResizedCrop):
         return [_roi_view(encoded, view_ops, cfg, frame) for _ in range(copies)]
-    images = _decode(encoded, cfg, frame)
+    images = _images(encoded, plan, cfg, frame)
     return [ops.apply_ops(images, view_ops, frame) for _ in range(copies)]
 
 

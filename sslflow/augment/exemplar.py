@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
@@ -26,6 +25,8 @@ from sslflow import paths
 from sslflow.atomic import atomic_path
 from sslflow.augment.catalogue import Catalogue, load_catalogue
 from sslflow.augment.spec import ExemplarView
+from sslflow.augment.torchvision_ops import stored_image
+from sslflow.data.manifest import raw_shape
 
 ARTEFACT = paths.MODELS / "exemplar" / "patches.npz"
 
@@ -42,30 +43,32 @@ def surrogate_patches(
         with np.load(ARTEFACT) as stored:
             if str(stored["fingerprint"]) == fingerprint:
                 return stored["patches"]
-    patches, keys = sample_patches(load_catalogue(shards_dir, "train"), cfg, seed, channels, exclude)
+    catalogue = load_catalogue(shards_dir, "train")
+    patches, keys = sample_patches(catalogue, cfg, seed, channels, exclude, raw_shape(manifest))
     with atomic_path(ARTEFACT) as tmp:
         np.savez(tmp, patches=patches, keys=np.array(keys), fingerprint=np.array(fingerprint))
     return patches
 
 
 def sample_patches(
-    cat: Catalogue, cfg: ExemplarView, seed: int, channels: int, exclude=None
+    cat: Catalogue, cfg: ExemplarView, seed: int, channels: int, exclude=None, stored_shape=None
 ) -> tuple[np.ndarray, list[str]]:
-    """(N, p, p, C) uint8 patches and the key each came from; distinct images while N <= the images drawn from."""
+    """(N, p, p, C) uint8 patches and the key each came from; distinct images while N <= the images drawn from.
+
+    stored_shape: the manifest's raw (H, W, C) when the shards hold raw pixels."""
     rng = np.random.default_rng([seed, cfg.classes, cfg.patch])
     pool = cat.positions(set(cat.keys) - set(exclude)) if exclude else np.arange(len(cat))
     sources = pool[rng.choice(len(pool), size=cfg.classes, replace=cfg.classes > len(pool))]
     patches = np.empty((cfg.classes, cfg.patch, cfg.patch, channels), np.uint8)
     for n, i in enumerate(tqdm(sources, desc="exemplar patches", unit="patch", disable=None, leave=False)):
-        image = _at_least(decode(cat.read_image(int(i)), channels), cfg.patch)
+        image = _at_least(decode(cat.read_image(int(i)), channels, stored_shape), cfg.patch)
         patches[n] = _pick_patch(image, cfg.patch, cfg.candidates, rng)
     return patches, [cat.keys[int(i)] for i in sources]
 
 
-def decode(data: bytes, channels: int) -> np.ndarray:
-    """Encoded image -> HWC uint8 with `channels` channels."""
-    mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
-    return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode).permute(1, 2, 0).numpy()
+def decode(data: bytes, channels: int, stored_shape=None) -> np.ndarray:
+    """A shard's image member (encoded, or raw pixels at `stored_shape`) -> HWC uint8 with `channels` channels."""
+    return stored_image(data, channels, stored_shape).permute(1, 2, 0).numpy()
 
 
 def _at_least(image: np.ndarray, side: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 from sslflow import paths
 from sslflow.augment.catalogue import load_catalogue, shard_counts
 from sslflow.augment.plan import Plan, check_request, epoch_fields
+from sslflow.data.manifest import raw_shape
 from sslflow.errors import UserError
 
 
@@ -71,6 +72,7 @@ def make_loader(
         threads=cfg.threads or threads_per_rank(),
         total=0,
         base_seed=params.seed,
+        raw_shape=raw_shape(manifest),
         **epoch_fields(params.seed, epoch, rank, world_size, kind, shuffle),
     )
     backend = pick_backend(cfg.backend)

@@ -47,6 +47,7 @@ class Plan:
     catalogue: Catalogue | None = None  # set when samples are read by key
     positions: np.ndarray | None = None  # keyed selection (catalogue indices, shard order); None = whole split
     patches: np.ndarray | None = None  # exemplar: (N, p, p, C) uint8
+    raw_shape: tuple[int, int, int] | None = None  # (H, W, C) of raw shards' pixels; None: JPEG/PNG to decode
 
     @property
     def rank_count(self) -> int:

@@ -276,9 +276,13 @@ class AugmentCfg(Section):
     prefetch: int = Field(
         2, gt=0, description="batches prepared ahead (DALI prefetch queue, DataLoader prefetch factor)"
     )
-    roi_decode: bool = Field(False, description="DALI: decode only the random crop (decoders.image_random_crop)")
+    roi_decode: bool = Field(
+        False, description="DALI: decode only the random crop (decoders.image_random_crop; JPEG/PNG shards)"
+    )
     gpu_decode: Literal["mixed", "cpu"] = Field(
-        "mixed", description="DALI on a GPU: decode with nvJPEG ('mixed') or on CPU threads, then augment on the GPU"
+        "mixed",
+        description="DALI on a GPU: decode with nvJPEG ('mixed') or on CPU threads, then augment on the GPU "
+        "(raw shards have nothing to decode: their pixels are copied to the GPU)",
     )
     hw_decoder_load: float = Field(
         0.65, ge=0.0, le=1.0, description="DALI mixed decode: share for the hardware JPEG decoder"

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from sslflow.augment import torchvision_ops as T
@@ -28,7 +27,7 @@ from sslflow.augment.plan import Plan
 from sslflow.augment.spec import AugmentCfg
 from sslflow.data.read import IMAGE_EXTS
 
-Raw = tuple[str, object, int]  # (key, encoded bytes or an HWC uint8 patch, label or surrogate class)
+Raw = tuple[str, object, int]  # (key, a shard's image member or an HWC uint8 patch, label or surrogate class)
 
 
 class TorchvisionLoader:
@@ -125,7 +124,6 @@ class ViewMaker:
         self.transform = T.view_transform(view_ops[plan.kind], *args) if plan.kind in view_ops else None
         self.eval = T.eval_transform(cfg.size, cfg.eval.crop_frac, plan.mean, plan.std)
         self.normalise = v2.Normalize(list(plan.mean), list(plan.std))
-        self.mode = ImageReadMode.GRAY if plan.channels == 1 else ImageReadMode.RGB
 
     def batch(self, index: int, samples: list[Raw]) -> dict:
         made = []
@@ -141,7 +139,7 @@ class ViewMaker:
     def image(self, data) -> torch.Tensor:
         if isinstance(data, np.ndarray):
             return torch.from_numpy(data).permute(2, 0, 1)
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=self.mode)
+        return T.stored_image(data, self.plan.channels, self.plan.raw_shape)
 
     def sample(self, image: torch.Tensor, key: str, label: int) -> dict:
         kind = self.plan.kind

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -19,6 +20,20 @@ from sslflow.augment.views import neighbour_cell
 LUMA = torch.tensor([0.299, 0.587, 0.114])
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 GREEN_MAGENTA = torch.tensor([-1.0, 2.0, -1.0]) / 6.0**0.5
+
+
+def stored_image(data: bytes, channels: int, raw_shape: tuple[int, int, int] | None) -> torch.Tensor:
+    """A shard's image member -> CHW uint8 with `channels` channels: raw pixels viewed at the manifest's
+    (H, W, C) with no decode, else JPEG/PNG decoded; grey is replicated to RGB or RGB reduced to luma as
+    the decoders do when asked for the other mode."""
+    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    if raw_shape is None:
+        mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+        return decode_image(buffer, mode=mode)
+    image = buffer.view(raw_shape).permute(2, 0, 1)
+    if image.shape[0] == channels:
+        return image
+    return image.expand(3, -1, -1).contiguous() if channels == 3 else TF.rgb_to_grayscale(image)
 
 
 class RightAngleRotation(v2.Transform):

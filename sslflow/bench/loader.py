@@ -17,7 +17,6 @@ images/s counts source images; views/s counts what the network receives
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
 import tempfile
@@ -238,49 +237,56 @@ def synthetic_jpeg_project(images: int, classes: int = 10, seed: int = 0) -> Ite
     """A temp project whose data/shards hold `images` train (+10% val) JPEGs of ILSVRC-like size and bytes."""
     root = Path(tempfile.mkdtemp(prefix="sslflow-bench-"))
     try:
-        source = root / "source"
-        write_jpeg_folder(source, images, classes, seed)
-        from sslflow.data.config import DataCfg
-        from sslflow.params import Params
-        from sslflow.stages import shard
-
-        shard_params = Params(data=DataCfg(source=source, layout="imagefolder", shard_size_mb=64.0))
-        with _cwd(root):
-            shard.run(shard_params, show_progress=False)
-        shutil.rmtree(source)
+        build_jpeg_project(root, images, classes, seed)
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def write_jpeg_folder(root: Path, images: int, classes: int, seed: int) -> None:
-    """imagefolder layout: root/{train,val}/class_<c>/<n>.jpg, quality 92 (~80 KB at 500x375)."""
-    from PIL import Image
+def build_jpeg_project(root: Path, images: int, classes: int = 10, seed: int = 0, workers: int = 0) -> None:
+    """root/data/shards: generated JPEGs (`write_jpeg_folder`) sharded by the real shard stage."""
+    from sslflow.data.config import DataCfg
+    from sslflow.params import Params
+    from sslflow.stages import shard
+
+    source = root / "source"
+    write_jpeg_folder(source, images, classes, seed, workers)
+    shard_params = Params(data=DataCfg(source=source, layout="imagefolder", shard_size_mb=64.0))
+    with _cwd(root):
+        shard.run(shard_params, show_progress=False)
+    shutil.rmtree(source)
+
+
+def write_jpeg_folder(root: Path, images: int, classes: int, seed: int, workers: int = 0) -> None:
+    """imagefolder layout: root/{train,val}/class_<c>/<n>.jpg, quality 92 (~80 KB at 500x375).
+
+    Each image has its own generator, seeded by (seed, split, n), so the set is the same on any
+    number of `workers` (0: every core): an ImageNet-sized measurement needs ~10,000 of them, a
+    minute and a half on one core and seconds on a GPU node's sixteen.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     from tqdm import tqdm
 
-    rng = np.random.default_rng(seed)
     counts = {"train": images, "val": max(classes, images // 10)}
-    for split, count in counts.items():
-        for n in tqdm(range(count), desc=f"JPEGs {split}", disable=None, leave=False):
-            folder = root / split / f"class_{n % classes}"
-            folder.mkdir(parents=True, exist_ok=True)
-            buffer = io.BytesIO()
-            Image.fromarray(synthetic_photo(rng)).save(buffer, "JPEG", quality=92)
-            (folder / f"{n:06d}.jpg").write_bytes(buffer.getvalue())
+    jobs = [(root, split, n, classes, seed) for split, count in counts.items() for n in range(count)]
+    from sslflow.bench.trees import write_photo
 
-
-def synthetic_photo(rng: np.random.Generator, size: tuple[int, int] = JPEG_SIZE) -> np.ndarray:
-    """Smooth colour regions + mid-frequency texture + sensor-like noise: decodes like a photo, not like noise."""
-    from PIL import Image
-
-    w, h = size
-
-    def upsampled(grid: tuple[int, int]) -> np.ndarray:
-        small = rng.integers(0, 256, (*grid, 3), dtype=np.uint8)
-        return np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC), np.float32)
-
-    image = upsampled((6, 8)) + 0.35 * (upsampled((94, 125)) - 128) + rng.normal(0, 8, (h, w, 3))
-    return np.clip(image, 0, 255).astype(np.uint8)
+    for split in counts:
+        for c in range(classes):
+            (root / split / f"class_{c}").mkdir(parents=True, exist_ok=True)
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    progress = tqdm(total=len(jobs), desc="JPEGs", disable=None, leave=False)
+    if workers == 1:
+        for job in jobs:
+            write_photo(job)
+            progress.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for _ in pool.map(write_photo, jobs, chunksize=max(1, len(jobs) // (workers * 8))):
+                progress.update()
+    progress.close()
 
 
 def _print_ratios(rows: list[dict]) -> None:

@@ -3,6 +3,7 @@
     sslflow bench pretrain                                  # this params file: its model, views and shards
     sslflow bench pretrain --arch resnet50 --size 224 --batch 256 --compile   # the GPU measurement
     sslflow bench pretrain --vs-fp32                        # what bf16 autocast buys on this machine
+    sslflow bench pretrain --lever cpu-decode:augment.gpu_decode=cpu --lever prefetch-4:augment.prefetch=4
 
 In one process, on one model and batch size: (1) the training step on
 synthetic tensors already on the device (the ceiling), (2) the same step fed
@@ -12,7 +13,18 @@ data pipeline is not what the model waits for. images/s counts source images
 views follow the ImageNet recipe on generated ILSVRC-sized JPEG shards (see
 `sslflow bench loader`) unless --shards is given. --vs-fp32 adds the ceiling of
 the same step in fp32, interleaved with the others, and their ratio: what
-`train.precision: auto` gains where it picks bf16 (sslflow.train.precision).
+`train.precision: auto` gains where it picks bf16 (sslflow.precision).
+
+Against the machine: the step's FLOPs (forward + backward, torch's flop
+counter, one eager step), the FLOP/s the ceiling achieves, and a same-run
+square matmul at the step's precision (bf16 or fp32), interleaved with the
+rounds: `peak_fraction` is how near the step runs to what this machine's
+matrix units deliver now, on a machine shared or not.
+
+Each `--lever NAME:KEY=VALUE` (repeat a NAME for several keys; only `augment`
+keys, the model stays the same) adds the step fed by a loader built with those
+params, in the same rounds, on the same compiled model: one row per data-path
+lever, all against one ceiling.
 """
 
 from __future__ import annotations
@@ -44,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shards", type=Path, default=None, help="shards dir (default: data/shards, or generated JPEGs with --size)"
     )
+    parser.add_argument(
+        "--lever",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE",
+        help="also time the step fed by a loader with these augment params (repeatable)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the result to this JSON file")
 
 
@@ -60,6 +79,7 @@ def run(
     compile: bool = False,
     vs_fp32: bool = False,
     shards: Path | None = None,
+    lever: list[str] | None = None,
     json: Path | None = None,
 ) -> dict:
     import torch
@@ -75,14 +95,20 @@ def run(
     if min(batch, steps, rounds) < 1 or warmup < 0:
         raise UserError("--batch, --steps and --rounds must be >= 1, --warmup >= 0")
     bench_params = _with_model(_bench_params(params, size), arch, width, compile)
+    levers = _levers(bench_params, lever or [])
     with _shards(size, shards, images=max(4 * batch * (warmup + steps), 1536)) as (shards_dir, workdir), _cwd(workdir):
         bench = StepBench(bench_params, method, device, batch, shards_dir)
         fp32 = _fp32_bench(bench_params, method, device, batch, shards_dir) if vs_fp32 and bench.bf16 else None
+        flops = bench.step_flops()
         # interleaved, so that a change in the machine's load hits all alike
-        ceiling, fed, ceiling_fp32 = [], [], []
+        ceiling, fed, ceiling_fp32, peak = [], [], [], []
+        lever_fed: dict[str, list[float]] = {name: [] for name in levers}
         for _ in range(rounds):
+            peak.append(matmul_flops_per_s(device, bench.bf16))
             ceiling.append(bench.synthetic(warmup, steps))
             fed.append(bench.fed(warmup, steps))
+            for name, lever_params in levers.items():
+                lever_fed[name].append(bench.fed(warmup, steps, lever_params))
             if fp32 is not None:
                 ceiling_fp32.append(fp32.synthetic(warmup, steps))
         result = {
@@ -96,11 +122,31 @@ def run(
             "compile": compile,
             "synthetic_images_per_s": _median(ceiling),
             "loader_fed_images_per_s": _median(fed),
-            "rounds": {"synthetic": ceiling, "fed": fed, **({"synthetic_fp32": ceiling_fp32} if fp32 else {})},
+            "rounds": {
+                "synthetic": ceiling,
+                "fed": fed,
+                "matmul_flops_per_s": peak,
+                **({"synthetic_fp32": ceiling_fp32} if fp32 else {}),
+                **{f"fed[{name}]": values for name, values in lever_fed.items()},
+            },
             "loader_images_per_s": bench.loader_alone(warmup, steps),
             "gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if gpu else None,
+            "cpu": cpu_model(),
+            "step_flops_per_image": round(flops / bench.images_per_batch),
+            "matmul_flops_per_s": _median(peak),
         }
     result["ratio"] = _ratio(result["loader_fed_images_per_s"], result["synthetic_images_per_s"])
+    result["step_flops_per_s"] = round(result["synthetic_images_per_s"] * result["step_flops_per_image"])
+    result["peak_fraction"] = _ratio(result["step_flops_per_s"], result["matmul_flops_per_s"])
+    result["levers"] = [
+        {
+            "lever": name,
+            "overrides": [item.split(":", 1)[1] for item in lever or [] if item.split(":", 1)[0] == name],
+            "loader_fed_images_per_s": _median(values),
+            "ratio": _ratio(_median(values), result["synthetic_images_per_s"]),
+        }
+        for name, values in lever_fed.items()
+    ]
     if fp32 is not None:
         result["synthetic_fp32_images_per_s"] = _median(ceiling_fp32)
         result["bf16_speedup"] = _ratio(result["synthetic_images_per_s"], result["synthetic_fp32_images_per_s"])
@@ -108,6 +154,70 @@ def run(
     if json is not None:
         write_json(json, result)
     return result
+
+
+def _levers(params, items: list[str]) -> dict:
+    """{name: params with the lever's augment overrides}, in the order first named."""
+    from sslflow.params import with_overrides
+
+    grouped: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, override = item.partition(":")
+        if not sep or not name or "=" not in override:
+            raise UserError(f"--lever {item}: expected NAME:KEY=VALUE")
+        if not override.startswith("augment."):
+            raise UserError(f"--lever {item}: only augment.* keys (the model and the step stay the bench's)")
+        grouped.setdefault(name, []).append(override)
+    return {name: with_overrides(params, overrides, f"--lever {name}") for name, overrides in grouped.items()}
+
+
+def matmul_flops_per_s(device, bf16: bool) -> float:
+    """A square matmul's FLOP/s at the step's precision: what the matrix units deliver now.
+
+    2048 on a CPU (~0.1-1 s on two cores), 8192 on a GPU; the best of a few repeats after one
+    untimed call, so that a preempted repeat does not set the peak."""
+    import torch
+
+    gpu = device.type == "cuda"
+    n, repeats = (8192, 10) if gpu else (2048, 3)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for i in range(repeats + 1):
+        if gpu:
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        if gpu:
+            torch.cuda.synchronize(device)
+        if i:
+            best = min(best, time.perf_counter() - start)
+    return round(2 * n**3 / best)
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its bf16 matrix support (AMX, AVX512-BF16): speeds differ with both."""
+    from sslflow.precision import cpu_flags
+
+    name = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read("/proc/cpuinfo").splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    flags = cpu_flags()
+    bf16 = [label for flag, label in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16")) if flag in flags]
+    return f"{name} ({os.cpu_count()} cores; bf16: {', '.join(bf16) or 'none'})"
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 def _fp32_bench(params, method: str, device, batch: int, shards_dir: Path) -> StepBench:
@@ -139,8 +249,8 @@ class StepBench:
         from sslflow.data.manifest import load_manifest
         from sslflow.methods.registry import build_method
         from sslflow.models.backbone import describe
+        from sslflow.precision import use_bf16
         from sslflow.train.optim import build_optimizer, scaled_lr
-        from sslflow.train.precision import use_bf16
 
         self.params, self.device, self.batch, self.shards_dir = params, device, batch, shards_dir
         self.gpu = device.type == "cuda"
@@ -155,12 +265,17 @@ class StepBench:
         self.optimizer = build_optimizer(self.method, params.train, scaled_lr(params.train, batch))
         self.backbone_name = describe(params.model)
         self._example = None
+        self.images_per_batch = batch
 
-    def loader(self):
+    def loader(self, params=None):
         from sslflow.augment.loader import make_loader
 
         return make_loader(
-            self.params, kind=self.method.kind, batch_size=self.batch, device=self.device, shards_dir=self.shards_dir
+            params or self.params,
+            kind=self.method.kind,
+            batch_size=self.batch,
+            device=self.device,
+            shards_dir=self.shards_dir,
         )
 
     def _step(self, batch: dict) -> None:
@@ -197,8 +312,8 @@ class StepBench:
         self._sync()
         return round(images / (time.perf_counter() - start), 1)
 
-    def synthetic(self, warmup: int, steps: int) -> float:
-        """The ceiling: one real batch's shapes, random values generated once on the device."""
+    def example(self) -> dict:
+        """One real batch's shapes, random values generated once on the device."""
         import torch
 
         from sslflow.train.loop import to_device
@@ -209,10 +324,28 @@ class StepBench:
                 k: (torch.randn_like(v) if v.is_floating_point() else v.clone()) if isinstance(v, torch.Tensor) else v
                 for k, v in example.items()
             }
-        return self._timed(_repeat(self._example), warmup, steps, self._step)
+            self.images_per_batch = self.method.batch_images(self._example)
+        return self._example
 
-    def fed(self, warmup: int, steps: int) -> float:
-        return self._timed(self.loader(), warmup, steps, self._step)
+    def step_flops(self) -> int:
+        """FLOPs of one training step (forward + backward) on the example batch, counted on the eager
+        method (the counter sees torch's ops, not a compiled graph's kernels; the arithmetic is the same)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from sslflow.train.loop import train_step
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            train_step(self.method, self.method, self.example(), self.optimizer, None, self.bf16)
+        return counter.get_total_flops()
+
+    def synthetic(self, warmup: int, steps: int) -> float:
+        """The ceiling: the step on `example()`, with no loader at all."""
+        return self._timed(_repeat(self.example()), warmup, steps, self._step)
+
+    def fed(self, warmup: int, steps: int, params=None) -> float:
+        """The step fed by the loader (built from `params`, a lever's, when given)."""
+        return self._timed(self.loader(params), warmup, steps, self._step)
 
     def loader_alone(self, warmup: int, steps: int) -> float:
         return self._timed(self.loader(), warmup, max(steps, 10), lambda batch: None)
@@ -234,6 +367,7 @@ def _ratio(a: float, b: float) -> float:
 
 
 def _print(r: dict) -> None:
+    print(f"{r['cpu']}")
     print(
         f"{r['device']} | {r['method']} {r['backbone']} | {r['size']} px | batch {r['batch']} | "
         f"bf16 {'on' if r['bf16'] else 'off'} | channels_last {'on' if r['channels_last'] else 'off'} | "
@@ -243,7 +377,15 @@ def _print(r: dict) -> None:
     print(f"  step on synthetic tensors (ceiling) {r['synthetic_images_per_s']:>10.1f} images/s")
     print(f"  step fed by the loader from shards  {r['loader_fed_images_per_s']:>10.1f} images/s")
     print(f"  ratio fed / ceiling                 {r['ratio']:>10.3f}")
+    for row in r["levers"]:
+        label = f"fed, lever {row['lever']}"
+        print(f"  {label:<35} {row['loader_fed_images_per_s']:>10.1f} images/s  ratio {row['ratio']:.3f}")
     print(f"  loader alone                        {r['loader_images_per_s']:>10.1f} images/s")
+    precision = "bf16" if r["bf16"] else "fp32"
+    print(f"  step FLOPs per image (fwd + bwd)    {r['step_flops_per_image'] / 1e6:>10.1f} MFLOP")
+    print(f"  step on synthetic tensors           {r['step_flops_per_s'] / 1e9:>10.1f} GFLOP/s")
+    print(f"  {precision} matmul, same run             {r['matmul_flops_per_s'] / 1e9:>10.1f} GFLOP/s")
+    print(f"  step / matmul peak                  {r['peak_fraction']:>10.3f}")
     if "bf16_speedup" in r:
         print(f"  step in fp32 (ceiling)              {r['synthetic_fp32_images_per_s']:>10.1f} images/s")
         print(f"  bf16 / fp32 ceiling                 {r['bf16_speedup']:>10.3f}")

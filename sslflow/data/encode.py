@@ -1,4 +1,11 @@
-"""Image bytes as they go into a shard: checked cheaply, stored as they are where possible.
+"""Image bytes as they go into a shard: checked cheaply, stored as they are where possible, raw where small.
+
+Small images (both sides <= RAW_MAX_SIDE px, one shape for the whole source)
+are stored as raw uint8 pixels (``<key>.raw``, HWC, row-major, no header), so
+the loaders read them with no decode: at 28 px a PNG decode costs more than
+the whole augmentation of a view. Only lossless sources go raw (idx pixels,
+8-bit grey / RGB / palette PNGs); a JPEG always stays the JPEG it is, since its
+pixels are whatever a given decoder makes of it. Otherwise:
 
 JPEG and PNG files are stored byte for byte (a re-encode would lose quality and
 time); the format is sniffed from the bytes, not the file name, so a PNG named
@@ -22,6 +29,9 @@ from PIL import Image
 JPEG_SOI = b"\xff\xd8\xff"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_ZLIB_LEVEL = 6
+RAW_MAX_SIDE = 64  # images up to 64 x 64 px are stored raw (Fashion-MNIST, CIFAR-like folders)
+# PNG IHDR colour types whose 8-bit pixels every decoder gives alike as grey or RGB: grey, RGB, palette
+_RAW_PNG_COLOURS = (0, 2, 3)
 
 
 class BadImage(Exception):
@@ -49,6 +59,46 @@ def encode_png(pixels: np.ndarray) -> bytes:
             _chunk(b"IEND", b""),
         )
     )
+
+
+def fits_raw(height: int, width: int) -> bool:
+    """Whether an image this size is stored raw (its source permitting)."""
+    return 0 < height <= RAW_MAX_SIDE and 0 < width <= RAW_MAX_SIDE
+
+
+def png_size(head: bytes) -> tuple[int, int] | None:
+    """(height, width) of a PNG whose first 29 bytes are `head`, when it can be stored raw; else None.
+
+    Read from the IHDR chunk (the first after the signature): 8-bit grey, RGB or palette
+    pixels, which PIL, libpng and DALI all decode to the same RGB. 16-bit and alpha
+    PNGs stay encoded: decoders disagree on how to bring them to 8-bit RGB.
+    """
+    if len(head) < 29 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+    return (height, width) if depth == 8 and colour in _RAW_PNG_COLOURS else None
+
+
+def raw_pixels(data: bytes, shape: tuple[int, int, int]) -> bytes:
+    """A PNG's pixels as stored raw: HWC uint8 at `shape` (grey replicated to RGB when C is 3), BadImage if
+    the file is not a PNG of that size.
+
+    Checked as `prepare` checks it first, so a bad file gives the same reason either way.
+    """
+    prepare(data)
+    if sniff(data) != "png":
+        raise BadImage("not a PNG, in a source whose images are stored raw from PNGs (changed since it was listed?)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data))
+            pixels = np.asarray(image.convert("L" if shape[2] == 1 else "RGB"))
+    except Exception as exc:
+        raise BadImage(f"cannot decode PNG ({_reason(exc)})") from None
+    pixels = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
+    if pixels.shape != tuple(shape):
+        raise BadImage(f"{pixels.shape[1]}x{pixels.shape[0]} px, not the source's {shape[1]}x{shape[0]} (stored raw)")
+    return pixels.tobytes()
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -3,7 +3,9 @@
 Prefix ``train`` is the train split; ``t10k`` (MNIST's name), ``test`` or
 ``val`` the val split. Pixels are decompressed once into a raw file that the
 worker processes memory-map, so no process holds a split and any start method
-works; each image is PNG-encoded (lossless, grey) in the worker.
+works. Each image is stored as its raw pixels (``<key>.raw``, H x W x 1) when
+it is small (encode.RAW_MAX_SIDE: Fashion-MNIST, MNIST), else PNG-encoded
+(lossless, grey) in the worker.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sslflow.data.encode import encode_png
+from sslflow.data.encode import encode_png, fits_raw
+from sslflow.data.read import RAW_EXT
 from sslflow.data.records import Record, Source
 from sslflow.errors import UserError
 
@@ -28,14 +31,17 @@ _open_arrays: dict[str, np.ndarray] = {}
 
 
 class IdxImages:
-    """Rows of a raw uint8 pixel file (N, H, W), encoded as PNG on request."""
+    """Rows of a raw uint8 pixel file (N, H, W), as they are when small, else encoded as PNG."""
 
     def __init__(self, raw: Path, shape: tuple[int, ...], origin: Path):
         self.raw = str(raw)
         self.shape = shape
         self.origin = origin
+        self.stored_raw = fits_raw(*shape[1:])
 
     def sample(self, ref: int) -> tuple[str, bytes]:
+        if self.stored_raw:
+            return RAW_EXT, self._array()[ref].tobytes()
         return "png", encode_png(self._array()[ref])
 
     def describe(self, ref: int) -> str:
@@ -70,6 +76,7 @@ def open_mnist_idx(root: Path, work: Path, class_names: list[str] | None) -> Sou
     num_classes = int(max(labels.max(initial=0) for labels in labels_all.values())) + 1
     source.classes = _class_names(class_names, num_classes, root)
     source.image_size = list(shapes["train"][1:])
+    source.raw_shape = [*source.image_size, 1] if source.readers["train"].stored_raw else None
     per_image = int(np.prod(shapes["train"][1:]))
     for split, labels in labels_all.items():
         width = max(6, len(str(len(labels) - 1)))

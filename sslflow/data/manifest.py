@@ -1,10 +1,17 @@
 """data/shards/manifest.json: what the shards hold, the one file later stages read about them.
 
-{"format": 1, "source": {"layout", "path", "description"},
+{"format": 2, "source": {"layout", "path", "description"},
  "classes": [name, ...] (index == class id), "channels": 1|3, "image_size": [h, w] | null,
+ "encoding": "raw" | "encoded", "shape": [h, w, c] | null,
  "splits": {split: {"count", "per_class": {name: n},
                     "shards": [{"name", "samples", "sha256", "bytes"}]}},
  "skipped": [{"file", "reason"}], "subsets": {"1pct": n, "10pct": n}}
+
+"encoding" is the one fact that says how images are stored: "raw" (every image a
+``<key>.raw`` member of uint8 pixels at "shape", HWC; small sources, see
+encode.RAW_MAX_SIDE) or "encoded" (``.jpg`` / ``.png`` members; "shape" null).
+Format 2 added them; a format-1 manifest (PNG Fashion-MNIST shards) is refused
+so that old shards are rebuilt, not misread.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from sslflow.data.records import Source
 from sslflow.data.tarwriter import ShardInfo
 from sslflow.errors import UserError
 
-FORMAT = 1
+FORMAT = 2
 MANIFEST = "manifest.json"
-KEYS = ("format", "source", "classes", "channels", "image_size", "splits", "skipped", "subsets")
+KEYS = ("format", "source", "classes", "channels", "image_size", "encoding", "shape", "splits", "skipped", "subsets")
+RAW, ENCODED = "raw", "encoded"
 
 
 def split_entry(classes: list[str], labels: list[int], shards: list[ShardInfo]) -> dict:
@@ -39,6 +47,8 @@ def build_manifest(source: Source, splits: dict[str, dict], skipped: list[dict],
         "classes": source.classes,
         "channels": source.channels,
         "image_size": source.image_size,
+        "encoding": RAW if source.raw_shape else ENCODED,
+        "shape": source.raw_shape,
         "splits": splits,
         "skipped": skipped,
         "subsets": subset_sizes,
@@ -55,11 +65,16 @@ def load_manifest(shards_dir: Path | str = paths.SHARDS) -> dict:
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: not a readable JSON manifest ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise UserError(f"{path}: not a shard manifest of format {FORMAT}")
+        raise UserError(f"{path}: not a shard manifest of format {FORMAT} (rerun `sslflow shard`)")
     missing = [k for k in KEYS if k not in manifest]
     if missing:
         raise UserError(f"{path}: missing {', '.join(missing)}")
     return manifest
+
+
+def raw_shape(manifest: dict) -> tuple[int, int, int] | None:
+    """(H, W, C) of every image when the shards hold raw pixels, None when they hold JPEG/PNG bytes."""
+    return tuple(manifest["shape"]) if manifest["encoding"] == RAW else None
 
 
 def check_shard_sizes(manifest: dict, shards_dir: Path | str = paths.SHARDS, splits=None) -> None:

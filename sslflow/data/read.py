@@ -1,4 +1,10 @@
-"""Reading shards back: file lists, samples in shard order (through webdataset), subset keys."""
+"""Reading shards back: file lists, samples in shard order (through webdataset), subset keys.
+
+An image member is ``<key>.jpg`` or ``<key>.png`` (the source's bytes) or
+``<key>.raw``: uint8 pixels, HWC and row-major with no header, at the one
+shape the manifest records (`manifest.raw_shape`). A split holds one kind or
+the other, never both.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,9 @@ from sslflow.data.index import unsafe_member_name
 from sslflow.data.subsets import FRACTIONS, VAL
 from sslflow.errors import UserError
 
-IMAGE_EXTS = ("jpg", "png")
+RAW_EXT = "raw"
+ENCODED_EXTS = ("jpg", "png")
+IMAGE_EXTS = (*ENCODED_EXTS, RAW_EXT)
 
 
 def shard_files(shards_dir: Path | str = paths.SHARDS, split: str = "train") -> list[Path]:

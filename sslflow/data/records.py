@@ -37,7 +37,7 @@ class Reader(Protocol):
     """Picklable: it travels to the worker processes with each shard's records."""
 
     def sample(self, ref: str | int) -> tuple[str, bytes]:
-        """(extension, bytes) to store; raises encode.BadImage with the reason."""
+        """(extension, bytes) to store ('jpg', 'png', or 'raw' pixels); raises encode.BadImage with the reason."""
 
     def describe(self, ref: str | int) -> str:
         """The file (and row) a ref stands for, for messages (the skip list keeps the ref: a path under the source)."""
@@ -53,6 +53,8 @@ class Source:
     classes: list[str]
     channels: int
     image_size: list[int] | None
+    # [H, W, C] when every image is stored raw at that shape (encode.RAW_MAX_SIDE), None when stored encoded
+    raw_shape: list[int] | None = None
     records: dict[str, list[Record]] = field(default_factory=dict)
     readers: dict[str, Reader] = field(default_factory=dict)
 

@@ -1,13 +1,15 @@
 """`sslflow shard --verify`: re-read every shard and check it against the manifest.
 
 One pass per tar: the bytes are hashed as tarfile streams through them, so the
-sha256, the members, the labels and the DALI index are all checked from a
-single read. Each problem is one line on stderr; any problem is exit code 2.
+sha256, the members (each image of the kind the manifest's encoding says; a raw
+one exactly H x W x C bytes), the labels and the DALI index are all checked
+from a single read. Each problem is one line on stderr; any problem is exit code 2.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import tarfile
 from collections import Counter
@@ -16,8 +18,8 @@ from pathlib import Path
 
 from sslflow import paths
 from sslflow.data.index import IndexEntry, format_index, unsafe_member_name
-from sslflow.data.manifest import load_manifest
-from sslflow.data.read import IMAGE_EXTS
+from sslflow.data.manifest import load_manifest, raw_shape
+from sslflow.data.read import ENCODED_EXTS, RAW_EXT
 from sslflow.data.subsets import FRACTIONS
 from sslflow.errors import UserError
 
@@ -55,7 +57,7 @@ def verify_shards(shards_dir: Path | str = paths.SHARDS) -> dict:
     train_keys: set[str] = set()
     total = 0
     for split, entry in manifest["splits"].items():
-        keys, found = _verify_split(shards_dir, split, entry, len(manifest["classes"]), manifest["classes"], problems)
+        keys, found = _verify_split(shards_dir, split, entry, manifest, problems)
         total += found
         if split == "train":
             train_keys = keys
@@ -69,7 +71,8 @@ def verify_shards(shards_dir: Path | str = paths.SHARDS) -> dict:
     return manifest
 
 
-def _verify_split(shards_dir, split, entry, num_classes, classes, problems) -> tuple[set[str], int]:
+def _verify_split(shards_dir, split, entry, manifest, problems) -> tuple[set[str], int]:
+    classes, expected = manifest["classes"], expected_images(manifest)
     directory = shards_dir / split
     listed = [s["name"] for s in entry["shards"]]
     on_disk = sorted(p.name for p in directory.glob("*.tar")) if directory.is_dir() else []
@@ -81,7 +84,7 @@ def _verify_split(shards_dir, split, entry, num_classes, classes, problems) -> t
         if not path.is_file():
             problems.append(f"{path}: missing")
             continue
-        scan = scan_tar(path, num_classes)
+        scan = scan_tar(path, len(classes), expected)
         problems += scan.problems
         if scan.size != shard["bytes"]:
             problems.append(f"{path}: {scan.size} bytes, the manifest says {shard['bytes']} (truncated or changed)")
@@ -107,11 +110,27 @@ def _verify_split(shards_dir, split, entry, num_classes, classes, problems) -> t
     return keys, len(labels)
 
 
-def scan_tar(path: Path, num_classes: int) -> _TarScan:
+def expected_images(manifest: dict) -> dict[str, int | None]:
+    """The image members the manifest's encoding allows: extension -> exact size (raw pixels) or None (any)."""
+    shape = raw_shape(manifest)
+    return {RAW_EXT: math.prod(shape)} if shape else dict.fromkeys(ENCODED_EXTS)
+
+
+def _image_problem(parts: dict, expected: dict[str, int | None]) -> str | None:
+    images = [e for e in parts if e != "cls"]
+    if len(images) != 1 or images[0] not in expected:
+        return f"image members {images}, the manifest's encoding wants one {'|'.join(expected)}"
+    ext, size = images[0], expected[images[0]]
+    if size is not None and parts[ext] != size:
+        return f"{ext} member of {parts[ext]} bytes, the manifest's shape makes {size}"
+    return None
+
+
+def scan_tar(path: Path, num_classes: int, expected: dict[str, int | None]) -> _TarScan:
     """Members, labels, index text and sha256 of one tar, from one sequential read."""
     scan = _TarScan()
     samples: list[list[IndexEntry]] = []
-    members: dict[str, dict[str, bytes | None]] = {}
+    members: dict[str, dict[str, bytes | int]] = {}  # cls: its bytes; image: its size
     with open(path, "rb") as fh:
         reader = _HashingReader(fh)
         try:
@@ -131,7 +150,7 @@ def scan_tar(path: Path, num_classes: int) -> _TarScan:
                         samples.append([entry])
                     # reading every member (not seeking past it) makes a cut-off member an error
                     data = tar.extractfile(member).read()
-                    members.setdefault(key, {})[ext] = data if ext == "cls" else None
+                    members.setdefault(key, {})[ext] = data if ext == "cls" else len(data)
         except (tarfile.TarError, EOFError, OSError) as exc:
             scan.problems.append(f"{path}: truncated or corrupt tar ({exc})")
         while reader.read(1 << 20):
@@ -144,9 +163,12 @@ def scan_tar(path: Path, num_classes: int) -> _TarScan:
     scan.index = format_index(samples)
     for key, parts in members.items():
         label = _label(parts.get("cls"))
-        images = [e for e in IMAGE_EXTS if e in parts]
-        if label is None or label >= num_classes or len(images) != 1 or len(parts) != 2:
+        if label is None or label >= num_classes or len(parts) != 2:
             scan.problems.append(f"{path}: sample {key} has members {sorted(parts)} / label {parts.get('cls')!r}")
+            continue
+        kind = _image_problem(parts, expected)
+        if kind:
+            scan.problems.append(f"{path}: sample {key}: {kind}")
             continue
         scan.keys.append(key)
         scan.labels.append(label)

@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from sslflow.errors import UserError
 from sslflow.eval.device import to_model
+from sslflow.precision import autocast
 from sslflow.testpoints import pause_point
-from sslflow.train.precision import autocast
 
 ARRAYS = ("features", "labels", "keys", "fingerprint", "head_layers", "backbone", "params_m")
 ZIP_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, fixed fields, name and extra-field lengths
@@ -121,7 +121,7 @@ def extract(
 
     One batch on the device at a time. Convolutions run channels-last, the
     faster layout for oneDNN on CPU and for cuDNN; under bf16 autocast when the
-    encoder trained that way (sslflow.train.precision).
+    encoder trained that way (sslflow.precision).
     """
     encoder.eval().to(memory_format=torch.channels_last)
     try:

@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from sslflow.eval.device import to_model
 from sslflow.eval.linear_probe import topk_accuracy
-from sslflow.train.precision import autocast
-from sslflow.train.progress import Progress
+from sslflow.precision import autocast
+from sslflow.progress import Progress
 
 
 class Batches(Protocol):
@@ -82,9 +82,9 @@ def train(
 
     max_steps ends the run (and its cosine) early, in its last epoch: a fraction of an epoch
     over a large unlabelled set is what distillation can afford on a CPU. bf16: the forward
-    pass under bf16 autocast (sslflow.train.precision), as pretraining runs it.
+    pass under bf16 autocast (sslflow.precision), as pretraining runs it.
 
-    Progress as pretraining shows it (sslflow.train.progress): a bar on a terminal, a line
+    Progress as pretraining shows it (sslflow.progress): a bar on a terminal, a line
     every `log_every` steps elsewhere, and a closing line.
     """
     params = [p for p in model.parameters() if p.requires_grad]

@@ -25,7 +25,7 @@ from sslflow.eval.features import FeatureSet
 from sslflow.eval.finetune import Batches, build_classifier, cross_entropy_loss, evaluate, train
 from sslflow.eval.linear_probe import probe_with
 from sslflow.eval.split import EvalSplit
-from sslflow.train.precision import use_bf16
+from sslflow.precision import use_bf16
 
 NO_FINETUNE = ("raw_pixels",)  # a flatten "encoder" has no weights to tune
 

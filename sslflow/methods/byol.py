@@ -20,7 +20,7 @@ from sslflow.methods.base import Method
 from sslflow.methods.momentum import EMA
 from sslflow.methods.spec import BuildContext, MethodSpec
 from sslflow.models.heads import head_cfg, projection_head
-from sslflow.train.config import Overrides
+from sslflow.schedule import Overrides
 
 
 class BYOLCfg(Overrides):

@@ -10,7 +10,7 @@ from sslflow.methods.base import Method, classification
 from sslflow.methods.losses import float32_logits
 from sslflow.methods.spec import BuildContext, MethodSpec
 from sslflow.models.heads import classifier
-from sslflow.train.config import Overrides
+from sslflow.schedule import Overrides
 
 
 class ExemplarCfg(Overrides):

@@ -14,6 +14,14 @@ global-batch mean (one scalar all-reduce), so every rank logs the same number.
 Logits are computed in float32 with autocast off: under bf16 autocast a matmul
 is cast back to bf16, whose 8-bit mantissa shifts a softmax over thousands of
 logits at temperature 0.1 by ~1e-3.
+
+Every cross-entropy here is written out (`ranked_cross_entropy`: logsumexp
+minus the target's logit, self-similarity masked with a finite value) rather
+than `F.cross_entropy` over a matrix masked with -inf: compiled for a GPU,
+Inductor fuses the latter, with the argmax beside it, into one persistent
+reduction (`triton_per_fused_nll_loss_forward_*`) that Triton 3.6 fails to
+lower on an H200 (`PassManager::run failed` in make_ttgir), killing the run at
+its first step. The value and gradient are the same.
 """
 
 from __future__ import annotations
@@ -69,6 +77,24 @@ def global_mean(local: torch.Tensor) -> torch.Tensor:
     return local + (total / dist.get_world_size() - local.detach())
 
 
+# The self-similarity's logit: far enough below any cosine / temperature that exp() of it minus the
+# row's maximum is exactly 0 in float32 (so the loss is the -inf-masked one), yet finite.
+MASKED_LOGIT = -1e9
+
+
+def ranked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy of each row against its target column, and how often the target ranks first.
+
+    F.cross_entropy's value and gradient, in the form that compiles everywhere (module docstring).
+    The accuracy compares the target's logit with the row's maximum (a tie, of measure zero for
+    float logits, counts as a hit where argmax would pick the lower index).
+    """
+    target_logits = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
+    loss = (torch.logsumexp(logits, dim=1) - target_logits).mean()
+    accuracy = (target_logits.detach() >= logits.detach().amax(dim=1)).float().mean()
+    return loss, accuracy
+
+
 def float32_logits(head: torch.nn.Module, features: torch.Tensor) -> torch.Tensor:
     """A classifier head's logits in float32 with autocast off (Exemplar's thousands of surrogate classes)."""
     with torch.autocast(features.device.type, enabled=False):
@@ -98,9 +124,8 @@ def nt_xent(
         first = torch.arange(n, device=z1.device) + (_rank() * n if gather else 0)
         own = torch.cat([first, first + big_n])
         targets = torch.cat([first + big_n, first])
-        logits = logits.masked_fill(F.one_hot(own, 2 * big_n).bool(), float("-inf"))
-        loss = F.cross_entropy(logits, targets)
-        accuracy = (logits.argmax(dim=1) == targets).float().mean()
+        logits = logits.masked_fill(F.one_hot(own, 2 * big_n).bool(), MASKED_LOGIT)
+        loss, accuracy = ranked_cross_entropy(logits, targets)
     if gather:
         loss, accuracy = global_mean(loss), global_mean(accuracy)
     return loss, accuracy
@@ -129,7 +154,7 @@ def info_nce_with_queue(
         for q, k in ((q1, k2), (q2, k1)):
             q = F.normalize(full_precision(q), dim=1)
             candidates = torch.cat([F.normalize(full_precision(k), dim=1), queue.to(q.dtype)])
-            logits = q @ candidates.T / temperature
-            losses.append(F.cross_entropy(logits, targets))
-            hits.append((logits.argmax(dim=1) == targets).float().mean())
+            loss, accuracy = ranked_cross_entropy(q @ candidates.T / temperature, targets)
+            losses.append(loss)
+            hits.append(accuracy)
     return (losses[0] + losses[1]) / 2, (hits[0] + hits[1]) / 2

@@ -127,7 +127,7 @@ def planned_steps(params, name: str) -> int:
     """
     from sslflow.augment.views import VIEWS_PER_IMAGE
     from sslflow.data.manifest import load_manifest
-    from sslflow.train.config import budget_steps, method_train_cfg, run_steps
+    from sslflow.schedule import budget_steps, method_train_cfg, run_steps
 
     cfg = method_train_cfg(params.train, params.pretrain, name)
     views = VIEWS_PER_IMAGE[method_spec(name).views]

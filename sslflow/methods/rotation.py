@@ -11,7 +11,7 @@ from torch import nn
 from sslflow.methods.base import Method, classification
 from sslflow.methods.spec import BuildContext, MethodSpec
 from sslflow.models.heads import classifier
-from sslflow.train.config import Overrides
+from sslflow.schedule import Overrides
 
 
 class RotationCfg(Overrides):

@@ -17,7 +17,7 @@ from sslflow.methods.losses import gather_no_grad, info_nce_with_queue, nt_xent
 from sslflow.methods.momentum import EMA, KeyQueue
 from sslflow.methods.spec import BuildContext, MethodSpec
 from sslflow.models.heads import head_cfg, projection_head
-from sslflow.train.config import Overrides
+from sslflow.schedule import Overrides
 
 
 class SimCLRCfg(Overrides):

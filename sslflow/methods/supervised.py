@@ -9,7 +9,7 @@ from torch import nn
 from sslflow.methods.base import Method, classification
 from sslflow.methods.spec import BuildContext, MethodSpec
 from sslflow.models.heads import classifier
-from sslflow.train.config import Overrides
+from sslflow.schedule import Overrides
 
 
 class SupervisedCfg(Overrides):

@@ -183,7 +183,7 @@ LENGTH_KEYS = ("budget_views", "epochs", "max_steps")
 
 def run_length(exp: Experiment, method: str) -> str | None:
     """What set the method's training length, as a line label: "102,400 views" under a budget, else
-    "N epochs" (sslflow.train.config.method_train_cfg's rule: a method's own length replaces the shared one)."""
+    "N epochs" (sslflow.schedule.method_train_cfg's rule: a method's own length replaces the shared one)."""
     own = {k: exp.params.get(f"pretrain.{method}.{k}") for k in LENGTH_KEYS}
     level = own if any(v is not None for v in own.values()) else {k: exp.params.get(f"train.{k}") for k in LENGTH_KEYS}
     if level.get("budget_views") is not None:

@@ -158,13 +158,18 @@ def rate_phrase(results: list[MethodResults]) -> str:
 
 
 def ablation_table(figure: AblationFigure) -> str:
-    """The numbers a figure plots, from `dvc exp show` (linear top-1 on val)."""
+    """The numbers a figure plots, from `dvc exp show` (each experiment's linear top-1 on its eval split)."""
     lines = [f"| {figure.line_name} | {figure.x_name} | linear top-1 (%) |", "|:--|--:|--:|"]
     lines += [
         f"| {line} | {x:g} | {100 * top1:.1f} |" if isinstance(x, float) else f"| {line} | {x} | {100 * top1:.1f} |"
         for line, x, top1 in figure.points
     ]
     return "\n".join(lines) + "\n"
+
+
+def split_name(scored_on: str) -> str:
+    """'test split' or 'validation slice': the words a figure's axis has room for, from EvalSplit.describe()."""
+    return scored_on.split(" (", 1)[0].removeprefix("the ")
 
 
 def build_report(
@@ -189,7 +194,7 @@ def build_report(
     with atomic_dir(dest) as tmp:
         write_json(tmp / "summary.json", rows)
         figures = [("Linear evaluation by label fraction", "plots/accuracy.png")]
-        accuracy_figure(results, tmp / "plots" / "accuracy.png")
+        accuracy_figure(results, tmp / "plots" / "accuracy.png", scored_on=split_name(scored_on))
         write_accuracy_table(results, tmp / "accuracy.tsv")
         write_curve_tables(curves, tmp / "curves")  # the folder exists even when empty: dvc.yaml plots it
         if curves:

@@ -82,13 +82,25 @@ def training_curves_figure(curves: dict, dest: Path) -> None:
         if "knn_top1" in series:
             twin = ax.twinx()
             knn_steps, knn = series["knn_top1"]
-            twin.plot(knn_steps, [100 * v for v in knn], "o-", color="tab:orange", ms=3, lw=1)
+            percent = [100 * v for v in knn]
+            twin.plot(knn_steps, percent, "o-", color="tab:orange", ms=3, lw=1)
+            twin.set_ylim(*knn_axis(percent))
             twin.set_ylabel("kNN top-1 (%)", color="tab:orange")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle("Pretraining curves")
     fig.tight_layout()
     save(fig, dest)
+
+
+def knn_axis(percent: list[float], span: float = 10.0) -> tuple[float, float]:
+    """The kNN axis: at least `span` points tall, so that a curve moving 0.3 points is drawn flat, not
+    zoomed into a climb; within [0, 100]."""
+    low, high = min(percent), max(percent)
+    pad = max(0.0, span - (high - low)) / 2
+    low, high = low - pad, high + pad
+    shift = max(0.0, -low) - max(0.0, high - 100)
+    return max(0.0, low + shift), min(100.0, high + shift)
 
 
 def write_curve_tables(curves: dict, dest_dir: Path) -> None:
@@ -101,8 +113,9 @@ def write_curve_tables(curves: dict, dest_dir: Path) -> None:
             fh.writelines(f"{int(s)}\t{v:.6g}\n" for s, v in zip(steps, loss))
 
 
-def accuracy_figure(results: list[MethodResults], dest: Path) -> None:
-    """Top-1 per method with 100%, 10% and 1% of the labels (linear probes); methods without any are left out."""
+def accuracy_figure(results: list[MethodResults], dest: Path, scored_on: str = "test split") -> None:
+    """Top-1 per method with 100%, 10% and 1% of the labels (linear probes); methods without any are left out.
+    scored_on: what the accuracies were measured on ("test split", or "validation slice" under eval.split: val)."""
     results = [r for r in results if any(v is not None for v in _fraction_top1(r))]
     labels = [display_name(r.method) for r in results][::-1]
     by_fraction = list(zip(*[_fraction_top1(r) for r in results][::-1])) or [()] * (1 + len(FRACTIONS))
@@ -120,7 +133,7 @@ def accuracy_figure(results: list[MethodResults], dest: Path) -> None:
     finite = [v for _, values, _ in series for v in values if v is not None]
     low = max(0.0, 100 * min(finite) - 10) if finite else 0.0
     ax.set_xlim(low, 100)
-    ax.set_xlabel("linear top-1 on val (%)")
+    ax.set_xlabel(f"linear top-1 on the {scored_on} (%)")
     ax.set_title("Linear evaluation by label fraction")
     fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))

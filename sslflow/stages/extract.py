@@ -32,7 +32,7 @@ def run(params: Params, method: str) -> dict[str, int]:
     from sslflow.eval.split import eval_split
     from sslflow.models.encoder import load_encoder, read_encoder
     from sslflow.models.heads import head_layers_to_keep
-    from sslflow.train.precision import use_bf16
+    from sslflow.precision import use_bf16
 
     cfg = params.eval.extract
     device = default_device()

@@ -78,7 +78,7 @@ def run_control(params, method: str) -> dict:
 
 def _say(method: str, summary: dict) -> None:
     """The stage's one result line: where the encoder is and what the run gave."""
-    from sslflow.train.progress import summary_line
+    from sslflow.progress import summary_line
 
     line = summary_line(
         f"pretrain {method}",

@@ -27,15 +27,16 @@ from sslflow.errors import UserError
 from sslflow.eval.split import eval_split
 from sslflow.methods.base import Method
 from sslflow.methods.registry import build_method
+from sslflow.precision import autocast, use_bf16
+from sslflow.progress import Progress
+from sslflow.schedule import TrainCfg, knn_steps, method_train_cfg, run_steps
 from sslflow.signals import TERMINATED_EXIT
 from sslflow.testpoints import pause_point
 from sslflow.train import distributed as ddp
 from sslflow.train.checkpoint import config_hash, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from sslflow.train.config import TrainCfg, method_train_cfg, run_steps
+from sslflow.train.compiled import CompiledStep
 from sslflow.train.monitor import Monitor
 from sslflow.train.optim import build_optimizer, build_scheduler, scaled_lr
-from sslflow.train.precision import autocast, use_bf16
-from sslflow.train.progress import Progress
 
 PREEMPTED_EXIT = TERMINATED_EXIT  # what a scheduler expects from a pre-empted job (sslflow.signals)
 # train keys that change how a run is watched or executed, not what it computes: a checkpoint
@@ -150,7 +151,7 @@ class Trainer:
             state=state,
         )
 
-    def wrap(self) -> nn.Module:
+    def wrap(self, compile: bool) -> nn.Module:
         """What the step calls: DDP over the method when distributed, compiled if asked."""
         net: nn.Module = self.method
         if self.env.distributed:
@@ -161,7 +162,7 @@ class Trainer:
                 # anyway (same seed, same checkpoint), which DDP checks by broadcasting them once
                 forward_sync_buffers=not self.sync_bn,
             )
-        if self.cfg.compile:
+        if compile:
             net = torch.compile(net)
         return net
 
@@ -194,6 +195,7 @@ class Trainer:
         self.steps_per_epoch = state["steps_per_epoch"] if state else len(loader)
         self.total_steps = run_steps(self.cfg, self.steps_per_epoch, VIEWS_PER_IMAGE[self.method.kind])
         total_steps = self.total_steps
+        knn_at = knn_steps(total_steps, self.cfg.knn.points)
         warmup_steps = round(self.cfg.warmup_epochs * self.steps_per_epoch)
         optimizer = build_optimizer(self.method, self.cfg, scaled_lr(self.cfg, self.cfg.batch_size))
         scheduler = build_scheduler(optimizer, warmup_steps, total_steps)
@@ -205,7 +207,7 @@ class Trainer:
             set_rng_state(state["rng"])
             monitor.load_state(state["monitor"])
             pause_point("pretrain.resumed", pos.global_step)
-        net = self.wrap()
+        net = CompiledStep(self.wrap, self.cfg.compile, self.env, f"pretrain {self.name}")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -255,6 +257,8 @@ class Trainer:
                     progress.advance()
                     if pos.global_step % self.cfg.log_every == 0 or self.step_ends_epoch(pos.global_step):
                         self.report(progress, monitor, pos, scheduler.get_last_lr()[0])
+                    if pos.global_step in knn_at and pos.global_step != total_steps:
+                        monitor.knn(pos.global_step)
                     if pos.global_step % self.cfg.checkpoint_every == 0:
                         monitor.pause()
                         checkpoint()
@@ -265,18 +269,14 @@ class Trainer:
                         self._exit_preempted(pos)
                     if pos.global_step == total_steps:
                         break
-                epoch_done = pos.step_in_epoch == self.steps_per_epoch
-                if epoch_done:
+                if pos.step_in_epoch == self.steps_per_epoch:
                     pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
                     loader = loader.next_epoch()  # the same pipeline goes on
-                every = self.cfg.knn.every_epochs
-                if pos.global_step == total_steps or (epoch_done and every and pos.epoch % every == 0):
-                    monitor.knn(pos.global_step)
-            if monitor.knn_step != total_steps:  # killed between the last step and its kNN
+            if monitor.knn_step != total_steps:  # the last point (also after a kill between the last step and it)
                 monitor.knn(total_steps)
         if not (state and state["done"]):
             checkpoint(done=True)
-        summary = monitor.summary(pos.global_step)
+        summary = monitor.summary(pos.global_step, compiled=net.compiled)
         monitor.close()
         return summary
 
@@ -299,9 +299,12 @@ class Trainer:
             )
         raise SystemExit(PREEMPTED_EXIT)
 
-    def step(self, net: nn.Module, batch: dict, optimizer, scheduler) -> tuple[torch.Tensor, dict, int]:
+    def step(self, net: CompiledStep, batch: dict, optimizer, scheduler) -> tuple[torch.Tensor, dict, int]:
         batch = to_device(batch, self.device, self.cfg.channels_last)
-        loss, metrics = train_step(net, self.method, batch, optimizer, scheduler, self.bf16, self.cfg.grad_clip)
+        loss, metrics = net.run(
+            lambda module: train_step(module, self.method, batch, optimizer, scheduler, self.bf16, self.cfg.grad_clip),
+            state=[self.method, optimizer, scheduler],
+        )
         return loss, metrics, self.method.batch_images(batch)
 
     def _should_stop(self, stop: StopRequest, pos: Position) -> bool:

@@ -16,9 +16,9 @@ import torch
 from sslflow import paths
 from sslflow.augment.views import VIEWS_PER_IMAGE
 from sslflow.models.backbone import count_params_m, describe
+from sslflow.precision import autocast
 from sslflow.train import distributed as ddp
 from sslflow.train.knn import extract_features, knn_top1
-from sslflow.train.precision import autocast
 from sslflow.train.summary import pretrain_summary
 
 LIVE_DIR = "dvclive"
@@ -153,7 +153,7 @@ class Monitor:
 
     # ---- the end ------------------------------------------------------------------------
 
-    def summary(self, global_step: int) -> dict:
+    def summary(self, global_step: int, compiled: bool) -> dict:
         """metrics/<method>/pretrain.json."""
         t = self.trainer
         return pretrain_summary(
@@ -171,6 +171,7 @@ class Monitor:
             images_per_s=self.train_images / self.train_seconds if self.train_seconds else math.nan,
             wall_s=self.wall_before + time.perf_counter() - self.started,
             precision="bf16" if t.bf16 else "fp32",
+            compiled=compiled,
         )
 
     def close(self) -> None:
@@ -195,10 +196,15 @@ def knn_monitor(params, encoder, device, knn_cfg, num_classes: int, batch_size: 
 
 
 def open_live(directory: str, resume: bool):
-    """dvclive's logger, or None in a git repository with no commit yet (dvclive reads HEAD
-    and fails there): training goes on without curves, and says so in one line."""
-    from dvclive import Live
-    from scmrepo.exceptions import SCMError
+    """dvclive's logger, or None where it cannot write: not installed (a GPU node that carries
+    only torch, DALI and sslflow), or a git repository with no commit yet (dvclive reads HEAD and
+    fails there). Training goes on without curves, and says so in one line."""
+    try:
+        from dvclive import Live
+        from scmrepo.exceptions import SCMError
+    except ImportError as exc:
+        print(f"{directory}: no training curves ({exc.name or 'dvclive'} is not installed)", file=sys.stderr)
+        return None
 
     try:
         return Live(dir=directory, resume=resume, save_dvc_exp=False, dvcyaml=None)

@@ -14,7 +14,7 @@ import torch
 from timm.optim import Lars
 from torch import nn
 
-from sslflow.train.config import TrainCfg
+from sslflow.schedule import TrainCfg
 
 
 def scaled_lr(cfg: TrainCfg, global_batch: int) -> float:

@@ -25,11 +25,13 @@ def pretrain_summary(
     images_per_s: float | None,
     wall_s: float,
     precision: str | None,
+    compiled: bool = False,
 ) -> dict:
     """final_pretext_acc: the pretext task's accuracy (SimCLR: the positive ranked first among 2N-1);
     views: what the backbone processed, all ranks (steps x global batch x views per image), the unit
     of `train.budget_views`; precision: "bf16" or "fp32", what `train.precision` resolved to on this
-    machine (None for a control that trains nothing)."""
+    machine (None for a control that trains nothing); compiled: whether the step ran compiled
+    (`train.compile`, and false where compiling failed and the run went on eager)."""
     summary = {
         "method": method,
         "backbone": backbone,
@@ -45,5 +47,6 @@ def pretrain_summary(
         "images_per_s": images_per_s,
         "wall_s": round(wall_s, 2),
         "precision": precision,
+        "compiled": compiled,
     }
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}

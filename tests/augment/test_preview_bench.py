@@ -87,3 +87,24 @@ def test_bench_generates_imagenet_sized_jpeg_shards():
         assert image.size == bench.JPEG_SIZE and image.format == "JPEG"
         assert 40_000 < np.mean(cat.image[:, 1]) < 150_000  # ILSVRC-like bytes per image
     assert not project.exists()
+
+
+def test_generated_jpegs_are_the_same_on_any_number_of_workers(tmp_path):
+    """Each image has its own seed: the parallel set of a GPU node's 16 cores is the serial one."""
+    bench.write_jpeg_folder(tmp_path / "serial", images=6, classes=2, seed=3, workers=1)
+    bench.write_jpeg_folder(tmp_path / "parallel", images=6, classes=2, seed=3, workers=2)
+    serial = {p.relative_to(tmp_path / "serial"): p.read_bytes() for p in (tmp_path / "serial").rglob("*.jpg")}
+    parallel = {p.relative_to(tmp_path / "parallel"): p.read_bytes() for p in (tmp_path / "parallel").rglob("*.jpg")}
+    assert len(serial) == 6 + 2 and serial == parallel  # 6 train, 2 val (one a class)
+    assert len(set(serial.values())) == len(serial)  # every image distinct
+
+
+def test_bench_shards_writes_once_and_refuses_to_overwrite(tmp_path, capsys):
+    from sslflow.bench import shards
+
+    to = tmp_path / "jpeg"
+    shards_dir = shards.run(None, to=to, images=4, classes=2, workers=1)
+    assert shards_dir == to / "data" / "shards" and load_manifest(shards_dir)["splits"]["train"]["count"] == 4
+    assert not (tmp_path / "jpeg.partial").exists() and not (to / "source").exists()
+    with pytest.raises(UserError, match=f"^{to}: already exists; remove it or pass it to --shards as {shards_dir}$"):
+        shards.run(None, to=to, images=4, classes=2, workers=1)

@@ -1,4 +1,8 @@
-"""The mnist-idx shards of `tiny_project`: contents, format, subsets, and reading back with webdataset and DALI."""
+"""The mnist-idx shards of `tiny_project`: contents, format, subsets, and reading back with webdataset and DALI.
+
+Fashion-MNIST's 28 x 28 images are stored raw (`<key>.raw`, the idx file's bytes of that row); an idx
+source of larger images is PNG-encoded.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from sslflow.data.manifest import load_manifest
 from sslflow.data.read import iter_samples, read_subset, shard_files
 from sslflow.data.tarwriter import member_header, tarfile_header
 from sslflow.errors import UserError
-from tests.conftest import make_project, read_idx, shard_in
+from tests.conftest import make_project, read_idx, shard_in, write_idx
 
 FMNIST_CLASSES = [
     "T-shirt/top",
@@ -42,9 +46,10 @@ def source_arrays(source: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def test_manifest_counts_and_classes(tiny_project):
     manifest = load_manifest(tiny_project / "data/shards")
-    assert manifest["format"] == 1
+    assert manifest["format"] == 2
     assert manifest["classes"] == FMNIST_CLASSES
     assert manifest["channels"] == 1 and manifest["image_size"] == [28, 28]
+    assert manifest["encoding"] == "raw" and manifest["shape"] == [28, 28, 1]
     assert manifest["source"]["layout"] == "mnist-idx"
     assert manifest["splits"]["train"]["count"] == 1000 and manifest["splits"]["val"]["count"] == 200
     assert manifest["splits"]["train"]["per_class"] == {c: 100 for c in FMNIST_CLASSES}
@@ -64,18 +69,49 @@ def test_manifest_counts_and_classes(tiny_project):
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
-def test_webdataset_reads_every_image_once_pixel_exact(tiny_project, tiny_source, split):
-    images, labels = source_arrays(tiny_source, split)
+def test_webdataset_reads_every_image_once_byte_exact(tiny_project, tiny_source, split):
+    images, labels = source_arrays(tiny_source, split)  # decoded with gzip and numpy, not sslflow
     seen = Counter()
     for key, data, ext, label in iter_samples(tiny_project / "data/shards", split):
         row = int(key.rsplit("_", 1)[1])
         seen[row] += 1
-        assert ext == "png" and data.startswith(b"\x89PNG")
-        decoded = Image.open(io.BytesIO(data))
-        assert decoded.mode == "L"
-        np.testing.assert_array_equal(np.asarray(decoded), images[row])
+        assert ext == "raw" and len(data) == 28 * 28
+        assert data == images[row].tobytes()
         assert label == labels[row]
     assert sorted(seen) == list(range(len(labels))) and set(seen.values()) == {1}
+
+
+def test_raw_members_are_the_idx_bytes_in_the_tar(tiny_project, tiny_source):
+    """Read with tarfile, not webdataset: every image member is `<key>.raw`, the 784 bytes of its idx row."""
+    images, _ = source_arrays(tiny_source, "val")
+    members = 0
+    for tar in shard_files(tiny_project / "data/shards", "val"):
+        with tarfile.open(tar) as archive:
+            for member in archive:
+                key, ext = member.name.split(".", 1)
+                if ext != "cls":
+                    assert ext == "raw"
+                    assert archive.extractfile(member).read() == images[int(key.rsplit("_", 1)[1])].tobytes()
+                    members += 1
+    assert members == len(images)
+
+
+def test_idx_images_over_64_px_stay_png(tmp_path):
+    rng = np.random.default_rng(0)
+    source = tmp_path / "src"
+    source.mkdir()
+    for prefix, per_class in (("train", 20), ("t10k", 2)):
+        labels = np.repeat(np.arange(2, dtype=np.uint8), per_class)
+        images = rng.integers(0, 256, (len(labels), 65, 65), dtype=np.uint8)
+        write_idx(source / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(source / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    project = make_project(tmp_path / "p", {"source": str(source), "class_names": None})
+    manifest = shard_in(project)
+    assert manifest["encoding"] == "encoded" and manifest["shape"] is None
+    images = read_idx(source / "t10k-images-idx3-ubyte.gz")
+    for key, data, ext, _ in iter_samples(project / "data/shards", "val"):
+        assert ext == "png"
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), images[int(key.rsplit("_", 1)[1])])
 
 
 def test_shuffled_across_shards(tiny_project):
@@ -97,7 +133,7 @@ def test_dali_reads_the_same_samples(tiny_project):
             image, cls = fn.readers.webdataset(
                 paths=[str(t) for t in tars],
                 index_paths=[str(t.with_suffix(".idx")) for t in tars],
-                ext=["jpg;png", "cls"],
+                ext=["raw", "cls"],
                 missing_component_behavior="error",
                 random_shuffle=False,
                 name="reader",
@@ -189,7 +225,11 @@ def test_load_manifest_errors(tmp_path):
     with pytest.raises(UserError, match="not a readable JSON manifest"):
         load_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"format": 7}))
-    with pytest.raises(UserError, match="not a shard manifest of format 1"):
+    with pytest.raises(UserError, match="not a shard manifest of format 2"):
+        load_manifest(tmp_path)
+    # format 1 held PNG Fashion-MNIST shards: refused, so that they are rebuilt rather than read as raw
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": 1}))
+    with pytest.raises(UserError, match=r"format 2 \(rerun `sslflow shard`\)"):
         load_manifest(tmp_path)
     with pytest.raises(UserError, match="no shards"):
         shard_files(tmp_path, "train")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -81,3 +82,34 @@ def test_no_manifest(tmp_path):
         result.stderr.strip()
         == "sslflow shard: error: data/shards/manifest.json: not found (run `sslflow shard` first)"
     )
+
+
+def test_raw_member_of_another_size(copy):
+    """A raw image must be exactly the manifest's H x W x C bytes: a row short is not a 28 x 28 image."""
+    import tarfile
+
+    tar = copy / "data/shards/val/shard-000001.tar"
+    rebuilt = copy / "rebuilt.tar"
+    with tarfile.open(tar) as src, tarfile.open(rebuilt, "w", format=tarfile.USTAR_FORMAT) as dst:
+        for n, member in enumerate(src):
+            data = src.extractfile(member).read()
+            if n == 0:
+                assert member.name.endswith(".raw") and len(data) == 784
+                data, first = data[:-28], member.name.split(".")[0]
+            fresh = tarfile.TarInfo(member.name)
+            fresh.size = len(data)
+            dst.addfile(fresh, io.BytesIO(data))
+    rebuilt.replace(tar)
+    lines = problems(verify(copy))
+    wrong = f"data/shards/val/shard-000001.tar: sample {first}: raw member of 756 bytes, the manifest's shape makes 784"
+    assert wrong in lines
+
+
+def test_encoding_in_the_manifest_is_the_one_checked(copy):
+    manifest_path = copy / "data/shards/manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["encoding"], manifest["shape"] = "encoded", None
+    manifest_path.write_text(json.dumps(manifest))
+    wanted = "image members ['raw'], the manifest's encoding wants one jpg|png"
+    wrong_kind = [line for line in problems(verify(copy)) if line.endswith(wanted)]
+    assert len(wrong_kind) == 1200  # every sample of both splits

@@ -485,3 +485,32 @@ def test_dvc_metrics_and_plots_show_read_the_outputs(tmp_path, monkeypatch, tiny
     plots = dvc("plots", "show")
     assert not plots.get("errors")
     assert {"reports/accuracy.tsv", "reports/curves/simclr.tsv", "reports/plots/accuracy.png"} <= set(plots["data"])
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_the_accuracy_figure_names_the_split_its_numbers_come_from(results, tmp_path, monkeypatch, split):
+    from sslflow.eval.split import EvalSplit
+    from sslflow.report import plots
+    from sslflow.report.document import split_name
+
+    drawn: list[str] = []
+    monkeypatch.setattr(plots, "save", lambda fig, dest: drawn.append(fig.axes[0].get_xlabel()))
+    scored_on = EvalSplit(name=split, held_out=frozenset({"a", "b"})).describe()
+    plots.accuracy_figure(results, tmp_path / "accuracy.png", scored_on=split_name(scored_on))
+    expected = "test split" if split == "test" else "validation slice"
+    assert drawn == [f"linear top-1 on the {expected} (%)"]
+
+
+@pytest.mark.parametrize(
+    "percent, expected",
+    [
+        ([80.0, 80.3, 80.1], (75.15, 85.15)),
+        ([50.0, 70.0], (50.0, 70.0)),
+        ([1.0, 2.0], (0.0, 10.0)),
+        ([99.5], (90.0, 100.0)),
+    ],
+)
+def test_the_knn_axis_is_at_least_ten_points_tall(percent, expected):
+    from sslflow.report.plots import knn_axis
+
+    assert knn_axis(percent) == pytest.approx(expected)

@@ -8,14 +8,18 @@ import yaml
 PY = sys.executable
 
 
-def write_project(root, fail_on: str = ""):
-    """Three stages: make -> (left, right) -> join; each appends its name to runs.log when it runs."""
+def write_project(root, fail_on: str = "", crash_once: str = ""):
+    """Three stages: make -> (left, right) -> join; each appends its name to runs.log when it runs.
+    `fail_on` fails as bad input (exit 2) while `broken` exists; `crash_once` is killed (SIGKILL) on its
+    first run, leaving `crashed`, and runs normally after."""
     step = textwrap.dedent(
         f"""\
-        import sys, pathlib
+        import os, signal, sys, pathlib
         name, out, *ins = sys.argv[1:]
         if name == {fail_on!r} and pathlib.Path('broken').exists():
             print(f'{{name}}: data/broken.bin: bad input', file=sys.stderr); sys.exit(2)
+        if name == {crash_once!r} and not pathlib.Path('crashed').exists():
+            pathlib.Path('crashed').touch(); os.kill(os.getpid(), signal.SIGKILL)
         text = ''.join(pathlib.Path(i).read_text() for i in ins) + name + '\\n'
         pathlib.Path(out).write_text(text)
         with open('runs.log', 'a') as log: log.write(name + '\\n')
@@ -37,7 +41,7 @@ def write_project(root, fail_on: str = ""):
         }
     }
     (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
-    (root / ".gitignore").write_text("runs.log\n")
+    (root / ".gitignore").write_text("runs.log\ncrashed\n")
 
 
 def runs_log(root):

@@ -15,6 +15,8 @@ import pytest
 
 from sslflow import flows
 from sslflow.launch import LaunchCfg, stage_command
+from sslflow.report.ablation import gather_experiments, parse_exp_show
+from sslflow.report.ablation import sweep as ablation_sweep
 from tests.flows.conftest import flow_artifacts, git_dvc_init
 from tests.flows.projects import runs_log as _runs
 from tests.flows.projects import write_param_project, write_pretrain_project
@@ -110,6 +112,19 @@ def test_failed_stage_fails_flow_with_its_error_and_rerun_resumes(tmp_path, monk
     assert result == {"make": "skipped", "left": "skipped", "right": "ran", "join": "ran"}
 
 
+def test_a_crashed_stage_is_retried_and_the_flow_completes(tmp_path, monkeypatch):
+    """launch.retries: 1: a stage killed mid-run (SIGKILL, as by the OOM killer) runs again, and the graph goes on."""
+    git_dvc_init(tmp_path)
+    _write_project(tmp_path, crash_once="right")
+    monkeypatch.chdir(tmp_path)
+
+    result = flows.pipeline()
+    assert (tmp_path / "crashed").exists(), "the first attempt was killed"
+    assert result == {"make": "ran", "left": "ran", "right": "ran", "join": "ran"}
+    assert _runs(tmp_path) == ["join", "left", "make", "right"], "each stage finished once"
+    assert (tmp_path / "d.txt").read_text() == "make\nleft\nmake\nright\njoin\n"
+
+
 def _committed_param_project(root, hold: bool = False) -> None:
     """The param project as a user's clone holds it: git + DVC, every file committed."""
     git_dvc_init(root)
@@ -134,6 +149,15 @@ def test_sweep_runs_one_experiment_per_point(tmp_path, monkeypatch):
         [PY, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True, timeout=600
     )
     assert "x-2" in shown.stdout and "x-3" in shown.stdout
+    # the report's ablation parser on DVC's own output: the baseline commit, then each experiment's params and metric
+    experiments = parse_exp_show(json.loads(shown.stdout))
+    assert [(e.name, e.baseline, e.params) for e in experiments[:1]] == [("main", True, {"toy.x": 1, "toy.y": 10})]
+    assert sorted((e.name, e.baseline, e.params, e.metrics) for e in experiments[1:]) == [
+        (f"x-{x}", False, {"toy.x": x, "toy.y": 10}, {"score.json": {"score": x * 10}}) for x in (2, 3)
+    ]
+    assert [e.name for e in ablation_sweep(experiments, {"toy.x"})][1:] == [e.name for e in experiments[1:]]
+    assert ablation_sweep(experiments, {"toy.y"}) == experiments[:1]  # no run changed y alone
+    assert gather_experiments(tmp_path).experiments == experiments
     # the experiments' table, as Prefect's UI shows it
     table = flow_artifacts(state.state_details.flow_run_id)["sweep-x"]
     assert table.type == "table"

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 PY = sys.executable
 METHODS = ["rotation", "random_init", "raw_pixels"]
-STAGES = {"shard", "report"} | {
+STAGES = {"shard", "export", "report"} | {
     f"{kind}@{m}" for kind in ("pretrain", "extract", "linear", "lowlabel") for m in METHODS
 }
 
@@ -293,7 +293,8 @@ def test_repro_twice_then_one_param(tmp_path, repro_project):
     assert _ran_by_repro(_dvc(root, "repro")) == probes | {"report"}
 
     _set(root, "pretrain.rotation.lr", 0.5)
-    assert _status(root).keys() - {"report"} == {"pretrain@rotation"}  # not the controls', nor the shards
+    # not the controls', nor the shards; export reads every method's params (config.json's "trained_with")
+    assert _status(root).keys() - {"report"} == {"pretrain@rotation", "export"}
     assert yaml.safe_load((root / "dvc.lock").read_text())["stages"]["shard"]
 
 
@@ -339,7 +340,7 @@ def test_corrupt_shard_output_fails_its_reader_once_and_rerun_resumes(tmp_path, 
     stale.write_text(stale.read_text() + "\n")
     _corrupt_in_place(subset, victim.encode(), victim.replace("train_", "trainX").encode())
     branch = {f"{kind}@rotation" for kind in ("pretrain", "extract", "linear", "lowlabel")}
-    assert _status(root).keys() == branch | {"report"}, "DVC does not see the corruption"
+    assert _status(root).keys() == branch | {"export", "report"}, "DVC does not see the corruption"
     before = _mtimes(root)
 
     state, run_id = _run_flow(root, monkeypatch)

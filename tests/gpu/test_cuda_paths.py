@@ -35,7 +35,7 @@ def _views(params, device, kind="simclr", name="view1") -> torch.Tensor:
 
 
 def test_dali_gpu_views_agree_with_cpu_views(tiny_project, monkeypatch):
-    """The same spec on the GPU pipeline (PNG decoded on the CPU, ops on the GPU) and the CPU one."""
+    """The same spec on the GPU pipeline (raw pixels copied to the GPU, ops there) and the CPU one."""
     monkeypatch.chdir(tiny_project)
     params = params_in(tiny_project, "augment.backend=dali", "augment.gpu_decode=cpu")
     stats = []
@@ -45,6 +45,20 @@ def test_dali_gpu_views_agree_with_cpu_views(tiny_project, monkeypatch):
         change = (views - sources).abs().mean(1)
         stats.append(torch.stack([views.mean(1) - sources.mean(1), log_std_ratio, change], 1).double())
     assert_same_distribution(*stats)
+
+
+@pytest.mark.parametrize("decode", ["mixed", "cpu"])
+def test_raw_shards_on_the_gpu_need_no_decoder(tiny_project, monkeypatch, decode):
+    """Fashion-MNIST's raw pixels go to the GPU by .gpu() whatever gpu_decode says: the eval view equals the CPU's."""
+    monkeypatch.chdir(tiny_project)
+    params = params_in(tiny_project, "augment.backend=dali", f"augment.gpu_decode={decode}")
+    loader = make_loader(params, kind="eval", split="val", batch_size=64, shuffle=False, drop_last=False, device=CUDA)
+    gpu = collect(loader)
+    assert gpu["image"].device.type == "cuda"
+    cpu = collect(make_loader(params, kind="eval", split="val", batch_size=64, shuffle=False, drop_last=False))
+    assert gpu["key"] == cpu["key"]
+    # the same pixels through the GPU's resize and normalise: within a grey level (float rounding)
+    assert (gpu["image"].cpu() - cpu["image"]).abs().max() * params.augment.std[0] * 255 <= 1.0
 
 
 def test_colour_jitter_on_the_gpu_equals_the_cpu(tiny_project, monkeypatch):

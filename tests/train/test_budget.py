@@ -15,8 +15,8 @@ import pytest
 
 from sslflow.errors import UserError
 from sslflow.params import load_params
-from sslflow.train.config import method_train_cfg
-from sslflow.train.precision import use_bf16
+from sslflow.precision import use_bf16
+from sslflow.schedule import method_train_cfg
 
 from .conftest import SMALL_MODEL
 
@@ -118,3 +118,13 @@ def test_the_flow_names_each_pretraining_by_its_budget():
         "rotation": "pretrain@rotation (102,400 views: 400 steps, batch 64, sgd lr 1)",
         "supervised": "pretrain@supervised (204,800 views: 1,600 steps, batch 128, sgd lr 0.5)",
     }
+
+
+@pytest.mark.parametrize(
+    "total, points, expected",
+    [(400, 5, {80, 160, 240, 320, 400}), (20, 5, {4, 8, 12, 16, 20}), (3, 5, {1, 2, 3}), (400, 0, {400}), (7, 1, {7})],
+)
+def test_the_knn_monitor_scores_at_points_spread_over_the_run(total, points, expected):
+    from sslflow.schedule import knn_steps
+
+    assert knn_steps(total, points) == expected

@@ -7,7 +7,7 @@ import torch
 from sslflow.augment.loader import in_channels, make_loader
 from sslflow.methods.registry import build_method
 from sslflow.params import load_params
-from sslflow.train.config import TrainCfg, method_train_cfg
+from sslflow.schedule import TrainCfg, method_train_cfg
 from sslflow.train.loop import train_step
 
 from .conftest import SMALL_MODEL

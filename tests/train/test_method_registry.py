@@ -22,7 +22,7 @@ from torch import nn
 
 from sslflow.methods.base import Method, classification
 from sslflow.methods.spec import MethodSpec
-from sslflow.train.config import Overrides
+from sslflow.schedule import Overrides
 
 
 class ToyCfg(Overrides):

@@ -9,7 +9,7 @@ import torch
 from sslflow.augment.loader import in_channels, make_loader
 from sslflow.methods.registry import build_method
 from sslflow.params import load_params
-from sslflow.train.config import TrainCfg
+from sslflow.schedule import TrainCfg
 from sslflow.train.optim import build_optimizer
 
 from .conftest import SMALL_MODEL
@@ -97,6 +97,8 @@ def view_retrieval(method, batches) -> float:
     "name, lr, overrides",
     [
         ("moco", 3e-3, ["pretrain.moco.queue_size=128", "pretrain.moco.proj_hidden=128"]),
+        # SimCLRv2 with its memory bank: a momentum encoder's keys and a queue of 128 earlier ones
+        ("simclr_v2", 3e-3, ["pretrain.simclr_v2.queue_size=128", "pretrain.simclr_v2.proj_hidden=128"]),
         (
             "byol",
             1e-2,

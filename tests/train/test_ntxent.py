@@ -35,7 +35,8 @@ def reference_loss(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tens
     return sum(ell(2 * k, 2 * k + 1) + ell(2 * k + 1, 2 * k) for k in range(n)) / (2 * n)
 
 
-@pytest.mark.parametrize("n, dim, tau", [(1, 3, 0.5), (5, 8, 0.1), (8, 16, 1.0)])
+# two images is the smallest batch with a negative (one image's pair has none: its loss and gradients are 0)
+@pytest.mark.parametrize("n, dim, tau", [(2, 3, 0.5), (5, 8, 0.1), (8, 16, 1.0)])
 def test_loss_and_gradients_match_the_formula(n, dim, tau):
     g = torch.Generator().manual_seed(n * 100 + dim)
     z1 = torch.randn(n, dim, generator=g, dtype=torch.float64, requires_grad=True)
@@ -45,6 +46,7 @@ def test_loss_and_gradients_match_the_formula(n, dim, tau):
     loss, _ = nt_xent(z1, z2, tau, gather=False)
     grads = torch.autograd.grad(loss, (z1, z2))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-10)
+    assert expected.item() > 0 and all(g.abs().max() > 0 for g in grads_expected)  # a case that can fail
     for got, want in zip(grads, grads_expected):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sslflow.train.config import TrainCfg
+from sslflow.schedule import TrainCfg
 from sslflow.train.optim import build_optimizer, scaled_lr, warmup_cosine
 
 

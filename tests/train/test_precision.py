@@ -7,31 +7,43 @@ import pytest
 import torch
 from torch import nn
 
+from sslflow import precision
 from sslflow.eval.features import FeatureWriter, extract
 from sslflow.eval.finetune import evaluate, train
-from sslflow.train import precision
 
 from .conftest import Epochs
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_auto_is_bf16_on_gpus_and_on_cpus_with_amx(monkeypatch, amx):
-    monkeypatch.setattr(precision, "cpu_has_amx_bf16", lambda: amx)
+@pytest.mark.parametrize(
+    "flags, native",
+    [
+        ({"amx_bf16", "amx_tile", "avx512_bf16", "avx512"}, True),  # Sapphire Rapids and later
+        ({"avx512_bf16", "avx512"}, True),  # Cooper Lake, AMD Zen 4 / EPYC: bf16 dot products, no AMX
+        ({"amx_bf16"}, True),
+        ({"avx512", "avx2"}, False),  # bf16 emulated: slower than fp32
+        (set(), False),
+    ],
+)
+def test_auto_is_bf16_on_gpus_and_on_cpus_that_multiply_bf16_natively(monkeypatch, flags, native):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
     assert precision.use_bf16("auto", "cuda") is True
     assert precision.use_bf16("auto", "cuda:1") is True
-    assert precision.use_bf16("auto", "cpu") is amx
-    assert precision.use_bf16("auto", torch.device("cpu")) is amx
+    assert precision.use_bf16("auto", "cpu") is native
+    assert precision.use_bf16("auto", torch.device("cpu")) is native
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_an_explicit_precision_wins_over_the_hardware(monkeypatch, device):
-    monkeypatch.setattr(precision, "cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"amx_bf16", "avx512_bf16"}))
     assert precision.use_bf16("bf16", device) is True
     assert precision.use_bf16("fp32", device) is False
 
 
-def test_amx_detection_reads_torchs_cpu_capabilities():
-    assert precision.cpu_has_amx_bf16() is bool(torch.cpu.get_capabilities().get("amx_bf16", False))
+def test_the_flags_are_torchs_cpu_capabilities():
+    capabilities = torch.cpu.get_capabilities()
+    assert precision.cpu_flags() == {name for name, present in capabilities.items() if present is True}
+    native = bool(capabilities.get("amx_bf16")) or bool(capabilities.get("avx512_bf16"))
+    assert precision.cpu_has_native_bf16() is native
 
 
 class ConvNet(nn.Module):

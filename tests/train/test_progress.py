@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-from sslflow.train.progress import Progress, format_duration, parse_step, progress_line, summary_line
+from sslflow.progress import Progress, format_duration, parse_step, progress_line, summary_line
 
 from .conftest import SMALL_MODEL, Epochs
 
@@ -158,6 +158,10 @@ def test_pretrain_into_a_file_logs_progress_and_a_summary(train_project):
         f"{summary['images_per_s']:.0f} img/s  {summary['wall_s']:.1f} s"
     ]
     assert (train_project / "models/simclr/encoder.pt").is_file()
+    # the kNN monitor's curve: train.knn.points (5) spread over the 20 steps, the last one the summary's
+    knn = (train_project / "dvclive/simclr/plots/metrics/knn/top1.tsv").read_text().splitlines()[1:]
+    assert [int(line.split("\t")[0]) for line in knn] == [4, 8, 12, 16, 20]
+    assert float(knn[-1].split("\t")[1]) == pytest.approx(summary["knn_top1"], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -154,7 +154,7 @@ def test_bench_ratios_keep_their_precision_however_small():
 def test_gpu_profiles_are_complete_params_files(name):
     from pathlib import Path
 
-    from sslflow.train.config import method_train_cfg
+    from sslflow.schedule import method_train_cfg
     from sslflow.train.optim import scaled_lr
 
     params = load_params(Path(__file__).resolve().parents[2] / "params" / name)

@@ -1,4 +1,5 @@
-"""How a training loop tells a person where it stands: pretraining, fine-tuning and distillation alike.
+"""How a training loop tells a person where it stands: pretraining, fine-tuning and distillation alike
+(sslflow/train and sslflow/eval both speak through it, so it sits below both).
 
 On a terminal, a tqdm bar with the latest numbers. Anywhere else (a file, a pipe
 that Slurm, CI or a Prefect task reads) a bar is useless: its carriage returns

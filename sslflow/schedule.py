@@ -1,4 +1,6 @@
-"""The `train` section of params.yaml (the shared loop), and what every method's `pretrain.<method>` section may override.
+"""The `train` section of params.yaml (the shared loop), what every method's `pretrain.<method>` section may
+override, and the steps a run takes: read by the loop (sslflow/train), by each method's section
+(sslflow/methods) and by params.yaml's validation, so it sits below all of them.
 
 Each method's section (declared beside the method, sslflow/methods/) may override the loop's schedule keys
 (budget_views, epochs, max_steps, batch_size, optimizer, lr, weight_decay, warmup_epochs). Methods are
@@ -29,7 +31,7 @@ class KnnCfg(Section):
     temperature: float = Field(0.07, gt=0, description="neighbour weight exp(sim / t)")
     train_subset: FractionName = Field(NAMES[0], description="the labelled memory bank")
     val_samples: int = Field(1000, gt=0, description="val images classified (the first ones in shard order)")
-    every_epochs: int = Field(1, ge=0, description="0 = only at the end")
+    points: int = Field(5, ge=0, description="evaluations spread evenly over the run, the last at its end; 0 = the end")
 
 
 class Schedule(Section):
@@ -127,3 +129,9 @@ def run_steps(cfg: TrainCfg, steps_per_epoch: int, views_per_image: int) -> int:
         return budget_steps(cfg, views_per_image)
     steps = steps_per_epoch * cfg.epochs
     return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def knn_steps(total_steps: int, points: int) -> frozenset[int]:
+    """The steps the kNN monitor scores at: `points` spread evenly over the run, the last at its end (a curve
+    with a shape at any run length: a one-epoch CPU run and a 200-epoch GPU one draw the same number)."""
+    return frozenset({total_steps} | {max(1, round(total_steps * i / points)) for i in range(1, points)})
