@@ -23,6 +23,9 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run with the system python3: sslflow.machine needs only the standard library
+
+from sslflow.machine import cpu_description  # noqa: E402
 
 
 def main() -> int:
@@ -103,15 +106,6 @@ def markdown(rows: list[dict]) -> str:
     total = sum(r["seconds"] for r in rows)
     lines.append(f"| **dvc repro** | {sum(r['processes'] for r in rows)} | **{total:.0f}** | 100% |")
     return "\n".join(lines)
-
-
-def cpu_description() -> str:
-    """Model name, cores, and the bf16 units that decide `train.precision: auto` (sslflow.precision)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    units = [name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16")) if flag in flags]
-    return f"{model}, {os.cpu_count()} cores, bf16: {', '.join(units) or 'none (fp32)'}"
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from sslflow.atomic import write_json
 from sslflow.errors import UserError
+from sslflow.machine import cpu_description
 
 METHODS = ("simclr", "simclr_v2", "rotation", "relpos", "exemplar", "supervised")
 
@@ -131,7 +132,7 @@ def run(
             },
             "loader_images_per_s": bench.loader_alone(warmup, steps),
             "gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if gpu else None,
-            "cpu": cpu_model(),
+            "cpu": cpu_description(),
             "step_flops_per_image": round(flops / bench.images_per_batch),
             "matmul_flops_per_s": _median(peak),
         }
@@ -194,30 +195,6 @@ def matmul_flops_per_s(device, bf16: bool) -> float:
         if i:
             best = min(best, time.perf_counter() - start)
     return round(2 * n**3 / best)
-
-
-def cpu_model() -> str:
-    """The CPU's model name and its bf16 matrix support (AMX, AVX512-BF16): speeds differ with both."""
-    from sslflow.precision import cpu_flags
-
-    name = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in _read("/proc/cpuinfo").splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
-    flags = cpu_flags()
-    bf16 = [label for flag, label in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16")) if flag in flags]
-    return f"{name} ({os.cpu_count()} cores; bf16: {', '.join(bf16) or 'none'})"
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
 
 
 def _fp32_bench(params, method: str, device, batch: int, shards_dir: Path) -> StepBench:
