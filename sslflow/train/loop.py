@@ -297,6 +297,9 @@ class Trainer:
                 f"{paths.checkpoint(self.name)} saved, rerun the same command to resume",
                 file=sys.stderr,
             )
+        # leave together: the first rank out makes torchrun stop the others, so none may leave before
+        # rank 0 has written last.pt and said so
+        ddp.barrier(self.env)
         raise SystemExit(PREEMPTED_EXIT)
 
     def step(self, net: CompiledStep, batch: dict, optimizer, scheduler) -> tuple[torch.Tensor, dict, int]:

@@ -193,7 +193,10 @@ def test_sigterm_to_one_rank_stops_the_job_at_an_agreed_step(tmp_path, tiny_proj
     text = log.read_text()
     assert proc.returncode != 0, text[-4000:]  # torchrun fails the job and reports each rank's exit
     exits = [line.split(":", 1)[1].split()[0] for line in text.splitlines() if line.strip().startswith("exitcode")]
-    assert exits and set(exits) == {"143"}, text[-4000:]
+    # Each rank stops by itself with 143, after a barrier that follows rank 0's last.pt and its line.
+    # The first to exit makes torchrun send the other its own closing SIGTERM, which may land while
+    # that rank is already on its way out (-15): whether it does is the machine's timing.
+    assert "143" in exits and set(exits) <= {"143", "-15"}, text[-4000:]
     stops = [line for line in text.splitlines() if f"pretrain {METHOD}: stopped by SIGTERM at step" in line]
     assert len(stops) == 1, text[-4000:]  # rank 0 says it, for the whole job
     stopped = int(stops[0].split("at step ", 1)[1].split(";", 1)[0])
