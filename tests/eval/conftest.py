@@ -8,13 +8,10 @@ metrics files the stage tests write.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the stages: no spinning OpenMP threads on 2 cores
-
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-import yaml  # noqa: E402
+import pytest
+import yaml
 
 ENCODERS = ("random_init", "raw_pixels")
 

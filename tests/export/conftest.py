@@ -4,17 +4,13 @@ the precision `train.precision: auto` picks here), with its features extracted b
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the stages: no spinning OpenMP threads on 2 cores
+import pytest
+import yaml
 
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-import yaml  # noqa: E402
-
-from tests.conftest import REPO  # noqa: E402
-from tests.eval.conftest import in_project  # noqa: E402
+from tests.conftest import REPO
+from tests.eval.conftest import in_project
 
 FMNIST_METHODS = ("random_init", "raw_pixels")  # a network and the control whose "network" is a Flatten
 R50_SIZE = 64  # the ImageNet profile's network at a smaller input: same names and layers, seconds not minutes

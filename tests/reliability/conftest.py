@@ -10,28 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the stages: no spinning OpenMP threads on 2 cores
+import pytest
+import yaml
 
-import random  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-import yaml  # noqa: E402
-
-from tests.processes import default_sigint, process_state  # noqa: E402
+from tests.processes import default_sigint, process_state
 
 BIN = Path(sys.executable).parent
 SSLFLOW = str(BIN / "sslflow")
 TORCHRUN = str(BIN / "torchrun")
 # stage commands (`sslflow`, `dvc`) resolve to this interpreter's scripts, as under `make test`
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_WAIT_POLICY": "PASSIVE"}
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 for _name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
     ENV.pop(_name, None)
 

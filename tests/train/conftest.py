@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
-# before torch loads OpenMP (see sslflow/stages/pretrain.py): spinning threads make 2-core steps 10x slower
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-import yaml  # noqa: E402
+import pytest
+import yaml
 
 # small enough that a CPU step takes milliseconds, deep enough to be the real ResNet code path
 SMALL_MODEL = ["model.arch=resnet18", "model.width=0.125", "model.stem_stride=1", "model.pool=1"]

@@ -36,7 +36,7 @@ def start(project: Path, pause_at: str = "") -> tuple[subprocess.Popen, Path]:
     cmd = [sys.executable, "-m", "sslflow", "pretrain", "--method", "simclr"]
     for item in RUN:
         cmd += ["-S", item]
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "SSLFLOW_PAUSE_AT": pause_at}
+    env = {**os.environ, "SSLFLOW_PAUSE_AT": pause_at}
     log = project / f".pretrain-{time.monotonic_ns()}.log"
     with open(log, "w") as err:
         proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
