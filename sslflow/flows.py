@@ -277,8 +277,8 @@ def run_queue(names: list[str], jobs: int) -> None:
     logger = get_run_logger()
     with Repo(".") as repo, contextlib.redirect_stdout(_LogLines(logger)):
         queue = repo.experiments.celery_queue
-        ours = [entry for entry in queue.iter_queued() if entry.name in names]
-        stranded = [entry.name or entry.stash_rev[:7] for entry in queue.iter_active()]
+        active = list(queue.iter_active())
+        ours, stranded = sweep_entries(names, list(queue.iter_queued()), active, [d.entry for d in queue.iter_done()])
         if stranded:
             logger.warning(
                 "not waiting for %s, running before this sweep started (`dvc queue status`; "
@@ -290,6 +290,23 @@ def run_queue(names: list[str], jobs: int) -> None:
     failed = [name for name in names if name not in succeeded]
     if failed:
         raise StageFailed("sweep", 1, f"experiment(s) {', '.join(failed)} failed (`dvc queue logs <name>`)")
+
+
+def sweep_entries(names: list[str], queued: list, active: list, done: list) -> tuple[list, list[str]]:
+    """(the sweep's queue entries, the names of others running): what run_queue waits for, and what not.
+
+    A DVC worker outlives its sweep for a moment and takes the next sweep's first experiment as
+    soon as it is queued, so an experiment of this sweep may already be running, or done, when
+    the sweep looks: it is still this sweep's to wait for and report. Where a name is in several
+    lists, the queued or running entry is the live one.
+    """
+    wanted = set(names)
+    ours: dict[str, Any] = {}
+    for entry in [*queued, *active, *done]:
+        if entry.name in wanted:
+            ours.setdefault(entry.name, entry)
+    stranded = [entry.name or entry.stash_rev[:7] for entry in active if entry.name not in wanted]
+    return list(ours.values()), stranded
 
 
 class _LogLines(io.TextIOBase):

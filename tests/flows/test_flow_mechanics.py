@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -283,6 +284,18 @@ def test_sweep_waits_for_its_own_experiments_not_a_stranded_one(tmp_path, monkey
 
     by_name = {row["name"]: row for row in rows}
     assert by_name["x-2"]["metrics"]["score.json"] == {"score": 20}
+
+
+def test_the_sweep_claims_its_experiments_a_lingering_worker_already_took():
+    """A worker left from the previous sweep takes this sweep's first experiment when it is queued."""
+    entry = lambda name, rev: SimpleNamespace(name=name, stash_rev=rev)  # noqa: E731  DVC's QueueEntry fields
+    queued = [entry("b-2", "2222222aa")]
+    active = [entry("b-1", "1111111aa"), entry(None, "9999999aa"), entry("old", "8888888aa")]
+    done = [entry("b-0", "0000000aa"), entry("b-1", "1111111bb")]
+    ours, stranded = flows.sweep_entries(["b-0", "b-1", "b-2"], queued, active, done)
+    assert [(e.name, e.stash_rev) for e in ours] == [("b-2", "2222222aa"), ("b-1", "1111111aa"), ("b-0", "0000000aa")]
+    assert stranded == ["9999999", "old"]
+    assert flows.sweep_entries(["c"], [], active, done) == ([], ["b-1", "9999999", "old"])
 
 
 def test_a_failed_experiment_fails_the_sweep_by_name(tmp_path, monkeypatch):
