@@ -33,7 +33,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from sslflow.errors import EXIT_USER_ERROR, UserError
-from sslflow.launch import stage_command, stage_env
+from sslflow.launch import stage_command
 from sslflow.params import Params
 
 # DVC takes a repository lock for status and commit; calls from concurrent tasks queue here.
@@ -131,7 +131,7 @@ def run_stage(stage: Stage, params: Params) -> str:
     progress = StageProgress(method) if method else None
     tail: deque[str] = deque(maxlen=1)
     # unbuffered: a stage's stdout lines reach the task's log when printed, not when the stage ends
-    env = stage_env(stage.cmd, params.launch, {**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with subprocess.Popen(
         cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
     ) as proc:

@@ -9,8 +9,7 @@ PY = sys.executable
 
 
 def write_project(root, fail_on: str = "", crash_once: str = ""):
-    """Three stages: make -> (left, right) -> join; each appends its name to runs.log when it runs
-    and writes the OMP_NUM_THREADS it was given to threads/<name>.
+    """Three stages: make -> (left, right) -> join; each appends its name to runs.log when it runs.
     `fail_on` fails as bad input (exit 2) while `broken` exists; `crash_once` is killed (SIGKILL) on its
     first run, leaving `crashed`, and runs normally after."""
     step = textwrap.dedent(
@@ -22,8 +21,6 @@ def write_project(root, fail_on: str = "", crash_once: str = ""):
         if name == {crash_once!r} and not pathlib.Path('crashed').exists():
             pathlib.Path('crashed').touch(); os.kill(os.getpid(), signal.SIGKILL)
         text = ''.join(pathlib.Path(i).read_text() for i in ins) + name + '\\n'
-        pathlib.Path('threads').mkdir(exist_ok=True)
-        pathlib.Path('threads', name).write_text(os.environ.get('OMP_NUM_THREADS', 'unset'))
         pathlib.Path(out).write_text(text)
         with open('runs.log', 'a') as log: log.write(name + '\\n')
         """
@@ -44,7 +41,7 @@ def write_project(root, fail_on: str = "", crash_once: str = ""):
         }
     }
     (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
-    (root / ".gitignore").write_text("runs.log\ncrashed\nthreads/\n")
+    (root / ".gitignore").write_text("runs.log\ncrashed\n")
 
 
 def runs_log(root):
