@@ -9,10 +9,9 @@ each a training step on synthetic tensors (`sslflow bench pretrain`'s ceiling, n
 1. OMP_WAIT_POLICY unset (OpenMP's own: a thread spins a while after each op, then
    sleeps) against PASSIVE (sleeps at once) and ACTIVE (spins), alternated over the
    rounds. OpenMP reads the policy when torch loads, so every setting is a new process.
-2. Two processes stepping at once on the same cores: both with torch's default threads
-   (one a core) against both with 1 thread, which is what a flow gives each of its
-   `launch.concurrency` stages on 2 cores (sslflow.launch.stage_env). Each pair is
-   reported as images/s of both together against one process alone.
+2. Two processes stepping at once on the same cores (what a flow's `launch.concurrency: 2`
+   does on 2 cores): both with torch's default threads (one a core) against both with 1
+   thread. Each pair is reported as images/s of both together against one process alone.
 """
 
 from __future__ import annotations
