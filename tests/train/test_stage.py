@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -19,9 +18,8 @@ from .conftest import SMALL_MODEL
 
 
 def sslflow(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
     return subprocess.run(
-        [sys.executable, "-m", "sslflow", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "sslflow", *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
 
 
