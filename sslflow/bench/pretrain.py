@@ -19,7 +19,9 @@ Against the machine: the step's FLOPs (forward + backward, torch's flop
 counter, one eager step), the FLOP/s the ceiling achieves, and a same-run
 square matmul at the step's precision (bf16 or fp32), interleaved with the
 rounds: `peak_fraction` is how near the step runs to what this machine's
-matrix units deliver now, on a machine shared or not.
+matrix units deliver now, on a machine shared or not. And the step's own
+convolutions timed alone (sslflow.bench.convs), also interleaved: the rate
+this network's shapes reach here, and the bound it puts on `peak_fraction`.
 
 Each `--lever NAME:KEY=VALUE` (repeat a NAME for several keys; only `augment`
 keys, the model stays the same) adds the step fed by a loader built with those
@@ -101,11 +103,14 @@ def run(
         bench = StepBench(bench_params, method, device, batch, shards_dir)
         fp32 = _fp32_bench(bench_params, method, device, batch, shards_dir) if vs_fp32 and bench.bf16 else None
         flops = bench.step_flops()
+        convs = bench.conv_ceiling()
+        conv_flops = convs.flops()
         # interleaved, so that a change in the machine's load hits all alike
-        ceiling, fed, ceiling_fp32, peak = [], [], [], []
+        ceiling, fed, ceiling_fp32, peak, conv_rate = [], [], [], [], []
         lever_fed: dict[str, list[float]] = {name: [] for name in levers}
         for _ in range(rounds):
             peak.append(matmul_flops_per_s(device, bench.bf16))
+            conv_rate.append(convs.flops_per_s(warmup, steps))
             ceiling.append(bench.synthetic(warmup, steps))
             fed.append(bench.fed(warmup, steps))
             for name, lever_params in levers.items():
@@ -127,6 +132,7 @@ def run(
                 "synthetic": ceiling,
                 "fed": fed,
                 "matmul_flops_per_s": peak,
+                "conv_flops_per_s": conv_rate,
                 **({"synthetic_fp32": ceiling_fp32} if fp32 else {}),
                 **{f"fed[{name}]": values for name, values in lever_fed.items()},
             },
@@ -135,10 +141,13 @@ def run(
             "cpu": cpu_description(),
             "step_flops_per_image": round(flops / bench.images_per_batch),
             "matmul_flops_per_s": _median(peak),
+            "conv_flops_per_image": round(conv_flops / bench.images_per_batch),
+            "conv_flops_per_s": _median(conv_rate),
         }
     result["ratio"] = _ratio(result["loader_fed_images_per_s"], result["synthetic_images_per_s"])
     result["step_flops_per_s"] = round(result["synthetic_images_per_s"] * result["step_flops_per_image"])
     result["peak_fraction"] = _ratio(result["step_flops_per_s"], result["matmul_flops_per_s"])
+    result.update(_conv_ratios(result))
     result["levers"] = [
         {
             "lever": name,
@@ -155,6 +164,18 @@ def run(
     if json is not None:
         write_json(json, result)
     return result
+
+
+def _conv_ratios(r: dict) -> dict:
+    """The convolutions' share of the step's FLOPs, their rate against the matmul's, the bound that puts on the
+    step's `peak_fraction` (its convolutions' time alone, everything else free), and how near the step runs to it."""
+    share = r["conv_flops_per_image"] / r["step_flops_per_image"]
+    return {
+        "conv_share": _ratio(r["conv_flops_per_image"], r["step_flops_per_image"]),
+        "conv_peak_fraction": _ratio(r["conv_flops_per_s"], r["matmul_flops_per_s"]),
+        "peak_fraction_bound": _ratio(r["conv_flops_per_s"] / share, r["matmul_flops_per_s"]),
+        "bound_fraction": _ratio(r["step_flops_per_s"] * share, r["conv_flops_per_s"]),
+    }
 
 
 def _levers(params, items: list[str]) -> dict:
@@ -316,6 +337,16 @@ class StepBench:
             train_step(self.method, self.method, self.example(), self.optimizer, None, self.bf16)
         return counter.get_total_flops()
 
+    def conv_ceiling(self):
+        """The convolutions of one eager step on the example batch, ready to be timed alone."""
+        from sslflow.bench.convs import ConvCeiling, step_convolutions
+        from sslflow.train.loop import train_step
+
+        def step():
+            train_step(self.method, self.method, self.example(), self.optimizer, None, self.bf16)
+
+        return ConvCeiling(step_convolutions(self.method, step), self.device, self.bf16)
+
     def synthetic(self, warmup: int, steps: int) -> float:
         """The ceiling: the step on `example()`, with no loader at all."""
         return self._timed(_repeat(self.example()), warmup, steps, self._step)
@@ -363,6 +394,11 @@ def _print(r: dict) -> None:
     print(f"  step on synthetic tensors           {r['step_flops_per_s'] / 1e9:>10.1f} GFLOP/s")
     print(f"  {precision} matmul, same run             {r['matmul_flops_per_s'] / 1e9:>10.1f} GFLOP/s")
     print(f"  step / matmul peak                  {r['peak_fraction']:>10.3f}")
+    share = f"({r['conv_share']:.0%} of the step's FLOPs)"
+    print(f"  its convolutions alone              {r['conv_flops_per_s'] / 1e9:>10.1f} GFLOP/s  {share}")
+    print(f"  convolutions / matmul peak          {r['conv_peak_fraction']:>10.3f}")
+    print(f"  bound on step / matmul peak         {r['peak_fraction_bound']:>10.3f}  (the rest of the step free)")
+    print(f"  step / that bound                   {r['bound_fraction']:>10.3f}")
     if "bf16_speedup" in r:
         print(f"  step in fp32 (ceiling)              {r['synthetic_fp32_images_per_s']:>10.1f} images/s")
         print(f"  bf16 / fp32 ceiling                 {r['bf16_speedup']:>10.3f}")

@@ -138,6 +138,14 @@ def test_bench_pretrain_runs_on_cpu(train_project):
         result["synthetic_images_per_s"] / result["synthetic_fp32_images_per_s"], rel=1e-3
     )
     assert "bf16 / fp32 ceiling" in proc.stdout
+    # the step's convolutions alone: most of its FLOPs, and the bound their rate puts on it
+    assert 0.5 < result["conv_share"] <= 1 and result["rounds"]["conv_flops_per_s"] == [result["conv_flops_per_s"]]
+    assert result["conv_peak_fraction"] == pytest.approx(
+        result["conv_flops_per_s"] / result["matmul_flops_per_s"], rel=1e-3
+    )
+    assert result["peak_fraction_bound"] == pytest.approx(result["conv_peak_fraction"] / result["conv_share"], rel=2e-3)
+    assert result["bound_fraction"] == pytest.approx(result["peak_fraction"] / result["peak_fraction_bound"], rel=2e-3)
+    assert "bound on step / matmul peak" in proc.stdout
 
 
 def test_bench_ratios_keep_their_precision_however_small():
