@@ -33,6 +33,25 @@ def test_width_scales_every_stage(arch, width, out_dim):
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, out_dim)
 
 
+@pytest.mark.parametrize("side", [28, 20])  # a 4x4 last map (passed through), a 3x3 one (pooled up to 4x4)
+def test_the_pool_gives_adaptive_poolings_values_and_gradients(side):
+    import copy
+
+    torch.manual_seed(0)
+    ours = build_backbone(ModelCfg(width=0.125, pool=4), 1).to(memory_format=torch.channels_last)
+    reference = copy.deepcopy(ours)
+    reference.avgpool = nn.AdaptiveAvgPool2d(4)
+    x = torch.randn(8, 1, side, side).contiguous(memory_format=torch.channels_last)
+    outputs = []
+    for net in (ours, reference):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = net(x)
+        (y.float() ** 2).mean().backward()
+        outputs.append(y)
+    assert torch.equal(outputs[0], outputs[1])
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours.parameters(), reference.parameters()))
+
+
 def test_small_stem_keeps_resolution_and_stride_two_halves_it():
     keep = build_backbone(ModelCfg(width=0.25, stem_stride=1), 3)
     half = build_backbone(ModelCfg(width=0.25, stem_stride=2), 3)
