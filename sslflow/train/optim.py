@@ -42,7 +42,9 @@ def build_optimizer(model: nn.Module, cfg: TrainCfg, lr: float) -> torch.optim.O
         groups[1]["always_adapt"] = False  # weight_decay 0 here, so: no adaptation
         return Lars(groups, lr=lr, momentum=cfg.momentum, trust_coeff=0.001)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+        # foreach: the per-tensor update loop in C++, not in Python (torch picks it for CUDA tensors only):
+        # the same arithmetic, 0.8 of the update's time on CPU for the 28 px profile's 65 tensors
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, foreach=True)
     return torch.optim.AdamW(groups, lr=lr)
 
 
