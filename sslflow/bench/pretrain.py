@@ -8,7 +8,12 @@
 In one process, on one model and batch size: (1) the training step on
 synthetic tensors already on the device (the ceiling), (2) the same step fed
 by `make_loader` from shards, (3) the loader alone. If (2) is close to (1), the
-data pipeline is not what the model waits for. images/s counts source images
+data pipeline is not what the model waits for. Where it is not, two more
+measurements say why: the step fed by real batches made before the clock
+started (the fed step without the loader's work: what the batches themselves
+cost), and the CPU time the loader takes a batch against the CPU time of a
+step. Where the step keeps every core busy (a CPU), the loader's work can only
+be added to it: fed / ceiling cannot pass step / (step + loader) in CPU time. images/s counts source images
 (a SimCLR image is two views). At a size other than the params file's, the
 views follow the ImageNet recipe on generated ILSVRC-sized JPEG shards (see
 `sslflow bench loader`) unless --shards is given. --vs-fp32 adds the ceiling of
@@ -32,6 +37,7 @@ lever, all against one ceiling.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import time
 from pathlib import Path
@@ -41,6 +47,7 @@ from sslflow.errors import UserError
 from sslflow.machine import cpu_description
 
 METHODS = ("simclr", "simclr_v2", "rotation", "relpos", "exemplar", "supervised")
+HELD_BATCHES = 4  # real batches the memory-fed step cycles through: a few, so ImageNet-sized ones fit too
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,13 +113,15 @@ def run(
         convs = bench.conv_ceiling()
         conv_flops = convs.flops()
         # interleaved, so that a change in the machine's load hits all alike
-        ceiling, fed, ceiling_fp32, peak, conv_rate = [], [], [], [], []
+        ceiling, fed, memory, ceiling_fp32, peak, conv_rate = [], [], [], [], [], []
+        step_cpu, loader_cpu = [], []
         lever_fed: dict[str, list[float]] = {name: [] for name in levers}
         for _ in range(rounds):
             peak.append(matmul_flops_per_s(device, bench.bf16))
             conv_rate.append(convs.flops_per_s(warmup, steps))
-            ceiling.append(bench.synthetic(warmup, steps))
+            ceiling.append(bench.synthetic(warmup, steps, cpu=step_cpu))
             fed.append(bench.fed(warmup, steps))
+            memory.append(bench.from_memory(warmup, steps))
             for name, lever_params in levers.items():
                 lever_fed[name].append(bench.fed(warmup, steps, lever_params))
             if fp32 is not None:
@@ -131,12 +140,16 @@ def run(
             "rounds": {
                 "synthetic": ceiling,
                 "fed": fed,
+                "memory_fed": memory,
                 "matmul_flops_per_s": peak,
                 "conv_flops_per_s": conv_rate,
                 **({"synthetic_fp32": ceiling_fp32} if fp32 else {}),
                 **{f"fed[{name}]": values for name, values in lever_fed.items()},
             },
-            "loader_images_per_s": bench.loader_alone(warmup, steps),
+            "memory_fed_images_per_s": _median(memory),
+            "loader_images_per_s": bench.loader_alone(warmup, steps, cpu=loader_cpu),
+            "step_cpu_s": round(_median(step_cpu), 5),
+            "loader_cpu_s": round(loader_cpu[0], 5),
             "gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if gpu else None,
             "cpu": cpu_description(),
             "step_flops_per_image": round(flops / bench.images_per_batch),
@@ -145,6 +158,9 @@ def run(
             "conv_flops_per_s": _median(conv_rate),
         }
     result["ratio"] = _ratio(result["loader_fed_images_per_s"], result["synthetic_images_per_s"])
+    result["memory_ratio"] = _ratio(result["memory_fed_images_per_s"], result["synthetic_images_per_s"])
+    result["loader_cpu_share"] = _ratio(result["loader_cpu_s"], result["step_cpu_s"])
+    result["ratio_bound"] = _ratio(result["step_cpu_s"], result["step_cpu_s"] + result["loader_cpu_s"])
     result["step_flops_per_s"] = round(result["synthetic_images_per_s"] * result["step_flops_per_image"])
     result["peak_fraction"] = _ratio(result["step_flops_per_s"], result["matmul_flops_per_s"])
     result.update(_conv_ratios(result))
@@ -263,6 +279,7 @@ class StepBench:
         self.optimizer = build_optimizer(self.method, params.train, scaled_lr(params.train, batch))
         self.backbone_name = describe(params.model)
         self._example = None
+        self._held: list[dict] | None = None
         self.images_per_batch = batch
 
     def loader(self, params=None):
@@ -294,13 +311,14 @@ class StepBench:
         if self.gpu:
             torch.cuda.synchronize(self.device)
 
-    def _timed(self, batches, warmup: int, steps: int, work) -> float:
-        """images/s over `steps` calls of `work` after `warmup` untimed ones."""
+    def _timed(self, batches, warmup: int, steps: int, work, cpu: list[float] | None = None) -> float:
+        """images/s over `steps` calls of `work` after `warmup` untimed ones; the process's CPU seconds a
+        step (every thread, torch's and the loader's) appended to `cpu` when given."""
         iterator = iter(batches)
         for _ in range(warmup):
             work(next(iterator))
         self._sync()
-        images, start = 0, time.perf_counter()
+        images, start, start_cpu = 0, time.perf_counter(), time.process_time()
         for _ in range(steps):
             batch = next(iterator, None)
             if batch is None:
@@ -308,7 +326,10 @@ class StepBench:
             work(batch)
             images += self.method.batch_images(batch)
         self._sync()
-        return round(images / (time.perf_counter() - start), 1)
+        seconds = time.perf_counter() - start
+        if cpu is not None:
+            cpu.append((time.process_time() - start_cpu) / steps)
+        return round(images / seconds, 1)
 
     def example(self) -> dict:
         """One real batch's shapes, random values generated once on the device."""
@@ -347,16 +368,24 @@ class StepBench:
 
         return ConvCeiling(step_convolutions(self.method, step), self.device, self.bf16)
 
-    def synthetic(self, warmup: int, steps: int) -> float:
+    def synthetic(self, warmup: int, steps: int, cpu: list[float] | None = None) -> float:
         """The ceiling: the step on `example()`, with no loader at all."""
-        return self._timed(_repeat(self.example()), warmup, steps, self._step)
+        return self._timed(_repeat(self.example()), warmup, steps, self._step, cpu)
 
     def fed(self, warmup: int, steps: int, params=None) -> float:
         """The step fed by the loader (built from `params`, a lever's, when given)."""
         return self._timed(self.loader(params), warmup, steps, self._step)
 
-    def loader_alone(self, warmup: int, steps: int) -> float:
-        return self._timed(self.loader(), warmup, max(steps, 10), lambda batch: None)
+    def from_memory(self, warmup: int, steps: int) -> float:
+        """The step fed by real batches the loader made before the clock started, a few taken in turn: the
+        fed step with the loader's work taken away, and what the batches themselves cost left in."""
+        if self._held is None:
+            batches = iter(self.loader())
+            self._held = [next(batches) for _ in range(HELD_BATCHES)]
+        return self._timed(itertools.cycle(self._held), warmup, steps, self._step)
+
+    def loader_alone(self, warmup: int, steps: int, cpu: list[float] | None = None) -> float:
+        return self._timed(self.loader(), warmup, max(steps, 10), lambda batch: None, cpu)
 
 
 def _median(values: list[float]) -> float:
@@ -388,7 +417,13 @@ def _print(r: dict) -> None:
     for row in r["levers"]:
         label = f"fed, lever {row['lever']}"
         print(f"  {label:<35} {row['loader_fed_images_per_s']:>10.1f} images/s  ratio {row['ratio']:.3f}")
+    memory = f"{r['memory_fed_images_per_s']:>10.1f} images/s  ratio {r['memory_ratio']:.3f}"
+    print(f"  step fed from memory (no loader)    {memory}")
     print(f"  loader alone                        {r['loader_images_per_s']:>10.1f} images/s")
+    cpu = f"{r['loader_cpu_s'] * 1e3:.1f} / {r['step_cpu_s'] * 1e3:.1f} ms"
+    print(f"  CPU time: loader a batch / step     {cpu:>10}  ({r['loader_cpu_share']:.1%})")
+    if r["device"].startswith("cpu"):  # the step keeps every core busy: the loader's work adds to it
+        print(f"  fed / ceiling, bound on these cores {r['ratio_bound']:>10.3f}  (step / (step + loader) CPU time)")
     precision = "bf16" if r["bf16"] else "fp32"
     print(f"  step FLOPs per image (fwd + bwd)    {r['step_flops_per_image'] / 1e6:>10.1f} MFLOP")
     print(f"  step on synthetic tensors           {r['step_flops_per_s'] / 1e9:>10.1f} GFLOP/s")

@@ -133,6 +133,18 @@ def test_bench_pretrain_runs_on_cpu(train_project):
         result["loader_fed_images_per_s"] / result["synthetic_images_per_s"], rel=1e-3
     )
     assert "ratio fed / ceiling" in proc.stdout
+    # why fed falls short of the ceiling: the batches themselves (memory-fed), or the loader's CPU time
+    assert (
+        result["rounds"]["memory_fed"] == [result["memory_fed_images_per_s"]] and result["memory_fed_images_per_s"] > 0
+    )
+    assert result["memory_ratio"] == pytest.approx(
+        result["memory_fed_images_per_s"] / result["synthetic_images_per_s"], rel=1e-3
+    )
+    assert result["step_cpu_s"] > 0 and result["loader_cpu_s"] > 0
+    assert result["ratio_bound"] == pytest.approx(
+        result["step_cpu_s"] / (result["step_cpu_s"] + result["loader_cpu_s"]), rel=1e-3
+    )
+    assert "fed / ceiling, bound on these cores" in proc.stdout
     assert result["bf16"] is True and result["rounds"]["synthetic_fp32"] == [result["synthetic_fp32_images_per_s"]]
     assert result["bf16_speedup"] == pytest.approx(
         result["synthetic_images_per_s"] / result["synthetic_fp32_images_per_s"], rel=1e-3
