@@ -13,10 +13,10 @@ measurements say why: the step fed by real batches made before the clock
 started (the fed step without the loader's work: what the batches themselves
 cost), and the CPU time the loader takes a batch against the CPU time of a
 step. Where the step keeps every core busy (a CPU), the loader's work can only
-be added to it: fed / ceiling cannot pass step / (step + loader) in CPU time. images/s counts source images
-(a SimCLR image is two views). At a size other than the params file's, the
-views follow the ImageNet recipe on generated ILSVRC-sized JPEG shards (see
-`sslflow bench loader`) unless --shards is given. --vs-fp32 adds the ceiling of
+be added to it: fed / ceiling cannot pass step / (step + loader) in CPU time.
+images/s counts source images (a SimCLR image is two views). At a size other
+than the params file's, the views follow the ImageNet recipe on generated
+ILSVRC-sized JPEG shards (see `sslflow bench loader`) unless --shards is given. --vs-fp32 adds the ceiling of
 the same step in fp32, interleaved with the others, and their ratio: what
 `train.precision: auto` gains where it picks bf16 (sslflow.precision).
 
