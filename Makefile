@@ -46,7 +46,7 @@ ABLATE_SWEEPS := temperature:pretrain.simclr.temperature=0.05,0.5 \
 ablate: run
 	@echo "[make] ablations: 6 SimCLR experiments (temperature, projection dim, batch size) and SimCLRv2"
 	@echo "[make] with its memory bank, each a pretraining at the default budget plus its evaluation:"
-	@echo "[make] ~4-5 min each, ~30 min on 2 cores"
+	@echo "[make] ~4 min each, ~28 min on 2 cores"
 	@for sweep in $(ABLATE_SWEEPS); do \
 	  sslflow flow sweep --name $${sweep%%:*} --grid $${sweep#*:} || exit $$?; \
 	done
