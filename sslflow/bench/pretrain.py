@@ -40,6 +40,7 @@ import argparse
 import itertools
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sslflow.atomic import write_json
@@ -47,6 +48,7 @@ from sslflow.errors import UserError
 from sslflow.machine import cpu_description
 
 METHODS = ("simclr", "simclr_v2", "rotation", "relpos", "exemplar", "supervised")
+LONG_ENOUGH_S = 0.25  # a matmul call this long is timed well by perf_counter, and few of them fit in a bench
 HELD_BATCHES = 4  # real batches the memory-fed step cycles through: a few, so ImageNet-sized ones fit too
 
 
@@ -212,26 +214,37 @@ def _levers(params, items: list[str]) -> dict:
 def matmul_flops_per_s(device, bf16: bool) -> float:
     """A square matmul's FLOP/s at the step's precision: what the matrix units deliver now.
 
-    2048 on a CPU (~0.1-1 s on two cores), 8192 on a GPU; the best of a few repeats after one
-    untimed call, so that a preempted repeat does not set the peak."""
+    8192 on a GPU; on a CPU 2048 (~0.1 s in fp32 on two cores), or the first smaller size whose
+    one call takes a quarter second: a CPU that only emulates bf16 multiplies at ~0.3 GFLOP/s,
+    a minute a 2048 call. The best of a few repeats after one untimed call, so that a
+    preempted repeat does not set the peak."""
     import torch
 
     gpu = device.type == "cuda"
-    n, repeats = (8192, 10) if gpu else (2048, 3)
     dtype = torch.bfloat16 if bf16 else torch.float32
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    best = float("inf")
-    for i in range(repeats + 1):
+
+    def seconds(n: int) -> float:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
         if gpu:
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         a @ b
         if gpu:
             torch.cuda.synchronize(device)
-        if i:
-            best = min(best, time.perf_counter() - start)
-    return round(2 * n**3 / best)
+        return time.perf_counter() - start
+
+    n, repeats = (8192, 10) if gpu else (square_matmul_size(seconds, largest=2048), 3)
+    seconds(n)  # untimed: the first call of a size allocates and warms up
+    return round(2 * n**3 / min(seconds(n) for _ in range(repeats)))
+
+
+def square_matmul_size(seconds: Callable[[int], float], largest: int, smallest: int = 256) -> int:
+    """Doubling from `smallest`, the first size whose call takes LONG_ENOUGH_S, or `largest`."""
+    n = smallest
+    while n < largest and seconds(n) < LONG_ENOUGH_S:
+        n *= 2
+    return n
 
 
 def _fp32_bench(params, method: str, device, batch: int, shards_dir: Path) -> StepBench:

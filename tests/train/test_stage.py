@@ -168,6 +168,28 @@ def test_bench_ratios_keep_their_precision_however_small():
     assert _ratio(316.0, 100.0) == 3.16
 
 
+@pytest.mark.parametrize(
+    ("seconds_at_2048", "asked", "size"),
+    [
+        (62.4, [256, 512], 512),  # bf16 emulated on AVX2: a minute a 2048 call, so 512 (~1 s)
+        (0.097, [256, 512, 1024], 2048),  # fp32 on the same cores
+        (0.006, [256, 512, 1024], 2048),  # bf16 on AMX
+    ],
+)
+def test_the_matmul_peak_is_timed_at_a_size_that_takes_long_enough(seconds_at_2048, asked, size):
+    """The peak's matmul grows to 2048 unless a smaller call already takes a quarter second."""
+    from sslflow.bench.pretrain import LONG_ENOUGH_S, square_matmul_size
+
+    calls = []
+
+    def seconds(n):  # a matmul's time grows as n^3
+        calls.append(n)
+        return seconds_at_2048 * (n / 2048) ** 3
+
+    assert square_matmul_size(seconds, largest=2048) == size and calls == asked
+    assert size == 2048 or seconds(size) >= LONG_ENOUGH_S
+
+
 @pytest.mark.parametrize("name", ["gpu-fmnist.yaml", "imagenet-r50.yaml"])
 def test_gpu_profiles_are_complete_params_files(name):
     from pathlib import Path
