@@ -37,6 +37,7 @@ lever, all against one ceiling.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import os
 import time
@@ -223,9 +224,12 @@ def matmul_flops_per_s(device, bf16: bool) -> float:
     gpu = device.type == "cuda"
     dtype = torch.bfloat16 if bf16 else torch.float32
 
+    @functools.lru_cache(maxsize=1)  # one size's operands at a time, drawn once for all its calls
+    def operands(n: int) -> tuple:
+        return torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+
     def seconds(n: int) -> float:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
+        a, b = operands(n)
         if gpu:
             torch.cuda.synchronize(device)
         start = time.perf_counter()
